@@ -1,0 +1,1 @@
+"""The ``hwnas`` command line: one module per command group, registered in ``hwnas.cli.main``."""

@@ -1,0 +1,46 @@
+"""Arguments and loaders shared by several commands."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from hwnas.errors import InputError
+from hwnas.jsonio import read_json
+from hwnas.space import SearchSpace, load_space
+
+
+def add_arch_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """``--space``, ``--preset | --arch`` and the overrides ``--resolution/--width-mult/--num-classes``."""
+    p.add_argument("--space", help="search space name or file (defaults to the arch file's space)")
+    g = p.add_mutually_exclusive_group(required=required)
+    g.add_argument("--preset", help="a named architecture of the space (hwnas spaces lists them)")
+    g.add_argument("--arch", help="architecture JSON file")
+    p.add_argument("--resolution", type=int, help="input resolution override, pixels")
+    p.add_argument("--width-mult", type=float, help="width multiplier override")
+    p.add_argument("--num-classes", type=int, help="number of classes override")
+
+
+def load_arch_file(path: str, *, space: str | None = None) -> tuple[SearchSpace, dict[str, Any]]:
+    """Reads an arch file and validates it against its space (``space`` must agree when given)."""
+    raw = read_json(path, what="arch file")
+    if not isinstance(raw, dict) or not isinstance(raw.get("space"), str):
+        raise InputError(f"arch file {path}: field 'space' is missing or not a string.")
+    sp = load_space(space or raw["space"])
+    return sp, sp.validate_arch(raw, where=f"arch file {path}")
+
+
+def arch_from_args(args: argparse.Namespace) -> tuple[SearchSpace, dict[str, Any]]:
+    """The space and the validated architecture selected by ``add_arch_args`` arguments."""
+    if args.preset:
+        if not args.space:
+            raise InputError("--preset needs --space (the space the preset belongs to).")
+        sp = load_space(args.space)
+        arch = sp.preset(args.preset)
+    else:
+        sp, arch = load_arch_file(args.arch, space=args.space)
+    overrides = {"resolution": args.resolution, "width_mult": args.width_mult, "num_classes": args.num_classes}
+    if any(v is not None for v in overrides.values()):
+        arch = sp.validate_arch({**arch, **{k: v for k, v in overrides.items() if v is not None}},
+                                where="command line")
+    return sp, arch

@@ -1,0 +1,1 @@
+"""Latency lookup tables (``table``), importers of published tables, and the latency model."""

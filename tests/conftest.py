@@ -1,0 +1,40 @@
+"""Shared fixtures. Tests run in parallel workers (pytest-xdist), one torch thread each."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+SHARED = ROOT.parent / "shared"
+TOY_SPACE = DATA / "toy_space.json"
+
+
+@pytest.fixture
+def toy_space():
+    from hwnas.space import load_space
+
+    return load_space(TOY_SPACE)
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs the real ``hwnas`` console script (a separate process)."""
+    exe = Path(sys.executable).parent / "hwnas"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
+
+
+def cli_json(*args: str, cwd: Path | None = None) -> dict:
+    """Runs ``hwnas ... --json`` and parses its single JSON object (asserting exit 0)."""
+    r = run_cli(*args, "--json", cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
