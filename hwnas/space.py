@@ -11,7 +11,9 @@ with optional ``width_mult`` (default 1.0, scales every width of the space, for 
 
 from __future__ import annotations
 
+import itertools
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -45,6 +47,15 @@ def load_space(name_or_path: str | Path) -> "SearchSpace":
         p = candidate
     raw = read_json(p, what="space file")
     return SearchSpace(parse_space(raw, origin=str(p)))
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A position in the network (``stem.0``, ``s2.3``, ``head.1``) and the decisions that determine
+    its block, or whether it runs at all (indices into ``SearchSpace.decisions``, ascending)."""
+
+    name: str
+    decisions: tuple[int, ...]
 
 
 class SearchSpace:
@@ -266,6 +277,75 @@ class SearchSpace:
         if self.spec.se_style == "ofa":  # OFA SEModule: make_divisible(channels // 4, 8) for ratio 1/4
             return make_divisible(channels * ratio, 8)
         return max(1, int(cin * ratio))  # MnasNet / EfficientNet: relative to the block's input
+
+    # ---- slots: which decisions determine which block ------------------------------------
+
+    def slots(self) -> list[Slot]:
+        """Every position of the network, in order, with the decisions its block depends on.
+
+        A layer depends on the decisions its fields reference, its stage's width and (when a depth
+        decision could cut it) depth, and on whatever set its input width (the previous stage's
+        width decision). Fixed layers depend on the width decisions that reach them.
+        """
+        sp = self.spec
+        idx = self._index
+
+        def refs(values) -> set[int]:
+            return {idx[v[1:]] for v in values if is_ref(v)}
+
+        out: list[Slot] = []
+        chan: set[int] = set()  # decisions that determine the current channel count
+        for i, f in enumerate(sp.stem):
+            out.append(Slot(f"stem.{i}", tuple(sorted(chan))))
+            if f.out:
+                chan = set()
+        for s in sp.stages:
+            own_width = refs([s.width])
+            depths = self.decisions[idx[s.depth[1:]]].options if is_ref(s.depth) else [s.depth]
+            max_depth = max(depths)
+            for j in range(max_depth):
+                template = s.layers[0] if s.repeat else s.layers[j]
+                deps = refs(list(s.defaults.values()) + list(template.values())) | own_width
+                deps |= chan if j == 0 else set()
+                if is_ref(s.depth) and j + 1 > min(depths):
+                    deps.add(idx[s.depth[1:]])
+                out.append(Slot(f"{s.name}.{j}", tuple(sorted(deps))))
+            chan = own_width
+        for i, f in enumerate(sp.head):
+            out.append(Slot(f"head.{i}", tuple(sorted(chan))))
+            if f.out:
+                chan = set()
+        return out
+
+    def slot_blocks(self, slot: Slot, *, resolution: int | None = None, width_mult: float = 1.0,
+                    num_classes: int | None = None) -> dict[tuple[int, ...], Block | None]:
+        """The block of ``slot`` for every combination of its decisions' option indices.
+
+        Returns:
+            ``{(i_1, ..., i_k): block or None}`` over the product of the options of
+            ``slot.decisions`` (``None`` where a depth decision cuts the layer).
+        """
+        base = self.decode([0] * len(self.decisions), resolution=resolution, width_mult=width_mult,
+                           num_classes=num_classes)
+        table: dict[tuple[int, ...], Block | None] = {}
+        for combo in itertools.product(*(range(self.num_options[d]) for d in slot.decisions)):
+            choices = dict(base["choices"])
+            for d, o in zip(slot.decisions, combo):
+                choices[self.decisions[d].name] = self.decisions[d].options[o]
+            blocks, _ = self._resolve({**base, "choices": choices})
+            table[combo] = next((b for b in blocks if b.slot == slot.name), None)
+        return table
+
+    def all_blocks(self, *, resolution: int | None = None, width_mult: float = 1.0,
+                   num_classes: int | None = None) -> list[Block]:
+        """Every distinct block any architecture of the space can contain (skip blocks excluded)."""
+        seen: dict[Block, None] = {}
+        for slot in self.slots():
+            for b in self.slot_blocks(slot, resolution=resolution, width_mult=width_mult,
+                                      num_classes=num_classes).values():
+                if b is not None and b.op != "skip":
+                    seen.setdefault(b, None)
+        return list(seen)
 
     def _check_every_option_resolves(self) -> None:
         base = {d.name: d.options[0] for d in self.decisions}

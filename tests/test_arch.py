@@ -97,3 +97,16 @@ def test_malformed_arch_names_the_field(toy_space, mutation, field):
     mutation(arch)
     with pytest.raises(InputError, match=field.replace(".", r"\.")):
         toy_space.validate_arch(arch)
+
+
+@pytest.mark.parametrize("name", sorted(SPACES))
+def test_slots_reproduce_resolve(name):
+    sp = SPACES[name]
+    tables = {s.name: (s, sp.slot_blocks(s, resolution=32)) for s in sp.slots()}
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        arch = sp.sample(rng, resolution=32)
+        idx = sp.encode(arch)
+        from_slots = [tab[tuple(int(idx[d]) for d in s.decisions)] for s, tab in tables.values()]
+        assert [b for b in from_slots if b is not None] == sp.resolve(arch)
+    assert set(sp.all_blocks(resolution=32)) >= {b for b in sp.resolve(arch) if b.op != "skip"}
