@@ -142,3 +142,44 @@ def make_divisible(value: float, divisor: int) -> int:
     if new < 0.9 * value:
         new += divisor
     return new
+
+
+_SEARCHABLE_PREFIX = {v: k for k, v in _OP_KEY_PREFIX.items()}
+
+
+def parse_key(key: str) -> dict[str, Any]:
+    """Parses a latency-table key back into block fields (the inverse of ``op_key``).
+
+    Returns:
+        ``{"name", "op", "cin", "cout", "hw", "out_hw", ...}`` plus the key's own fields
+        (``expand`` = mid channels, ``kernel``, ``stride``, ``idskip``, ``se``, ``hs``, ``mid``,
+        ``proj``) as ints. ``op`` is the block op for searchable layers and ``None`` for fixed parts
+        (whose ``name`` is then e.g. ``Conv_1``).
+
+    Raises:
+        ValueError: for a string that is not a key in this convention.
+    """
+    parts = key.split("-")
+    name = parts[0]
+    fields: dict[str, str] = {}
+    for part in parts[1:]:
+        k, sep, v = part.partition(":")
+        if not sep:
+            raise ValueError(f"malformed latency key {key!r}: segment {part!r} has no ':'")
+        fields[k] = v
+    if "input" not in fields or "output" not in fields:
+        raise ValueError(f"malformed latency key {key!r}: needs input and output shapes")
+    try:
+        h, w, cin = (int(v) for v in fields.pop("input").split("x"))
+        out = [int(v) for v in fields.pop("output").split("x")]
+        parsed: dict[str, Any] = {k: int(v) for k, v in fields.items()}
+    except ValueError:
+        raise ValueError(f"malformed latency key {key!r}: shapes and fields must be integers") from None
+    if len(out) == 1:  # Logits-...-output:1000
+        out_hw, cout = 1, out[0]
+    elif len(out) == 3:
+        out_hw, cout = out[0], out[2]
+    else:
+        raise ValueError(f"malformed latency key {key!r}: output must be HxWxC or a class count")
+    return {"name": name, "op": _SEARCHABLE_PREFIX.get(name), "cin": cin, "cout": cout, "hw": h,
+            "out_hw": out_hw, **parsed}

@@ -110,3 +110,25 @@ def test_slots_reproduce_resolve(name):
         from_slots = [tab[tuple(int(idx[d]) for d in s.decisions)] for s, tab in tables.values()]
         assert [b for b in from_slots if b is not None] == sp.resolve(arch)
     assert set(sp.all_blocks(resolution=32)) >= {b for b in sp.resolve(arch) if b.op != "skip"}
+
+
+@pytest.mark.parametrize("name", sorted(SPACES))
+def test_parse_key_inverts_op_key(name):
+    from hwnas.blocks import parse_key
+
+    for b in SPACES[name].all_blocks(resolution=64):
+        f = parse_key(op_key(b))
+        assert (f["cin"], f["cout"], f["hw"]) == (b.cin, b.cout, b.hw)
+        if b.op == "mbconv":
+            assert f["op"] == "mbconv" and (f["expand"], f["kernel"], f["stride"]) == (b.mid, b.kernel, b.stride)
+            assert (f["idskip"], f["se"], f["hs"]) == (int(b.residual), int(b.se > 0), int(b.act == "hswish"))
+        elif not b.name:
+            assert f["op"] == b.op
+
+
+def test_parse_key_rejects_garbage():
+    from hwnas.blocks import parse_key
+
+    for bad in ("Conv", "Conv-input:1x1-output:2", "expanded_conv-input:axbxc-output:1x1x1", "x-input:1x1x1"):
+        with pytest.raises(ValueError):
+            parse_key(bad)
