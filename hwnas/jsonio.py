@@ -30,11 +30,17 @@ def read_json(path: str | os.PathLike, *, what: str) -> Any:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Writes ``data`` to ``path`` atomically: a temp file in the same folder, fsync, rename."""
+    """Writes ``data`` to ``path`` atomically: a temp file in the same folder, fsync, rename.
+
+    The file gets the permissions of any new file (0666 minus the umask), not ``mkstemp``'s 0600.
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

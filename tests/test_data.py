@@ -106,3 +106,17 @@ def test_imagefolder(tmp_path):
 def test_unknown_spec(spec):
     with pytest.raises(InputError, match="--data"):
         load_dataset(spec)
+
+
+def test_atomic_write_uses_normal_permissions(tmp_path):
+    import os
+
+    from hwnas.jsonio import write_json_atomic
+
+    umask = os.umask(0o022)
+    try:
+        p = write_json_atomic(tmp_path / "x.json", {"a": 1})
+    finally:
+        os.umask(umask)
+    assert (p.stat().st_mode & 0o777) == 0o644
+    assert not list(tmp_path.glob(".x.json.*"))  # no temp file left behind
