@@ -28,6 +28,10 @@ FORMAT = "hwnas.latency_table/1"
 ENTRY_FIELDS = ("median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms", "count")
 #: Header fields that must agree for two tables to be merged (they change the numbers).
 SETTINGS_FIELDS = ("name", "backend", "threads", "batch", "dtype", "processor", "host")
+#: Further header fields that must agree when either table has them: backend options and the scope
+#: of architectures the table serves (``versions`` and ``resolution`` are checked as well).
+SCOPE_FIELDS = ("channels_last", "push_cmd", "run_cmd", "parser", "width_mult", "num_classes", "stat",
+                "min_sample_ms")
 
 
 def utc_now() -> str:
@@ -111,6 +115,20 @@ class LatencyTable:
             raise InputError(f"latency table {self.path or ''} was measured at resolution {res}, "
                              f"but the architecture is at {resolution}; profile or import a table for {resolution}.")
 
+    def check_arch(self, arch: Mapping[str, Any]) -> None:
+        """Refuses an architecture outside the table's scope: another resolution, width multiplier or
+        class count than the table's ``device`` header records (fields absent from the header pass).
+
+        Raises:
+            InputError: naming the table, the field and both values.
+        """
+        self.check_resolution(int(arch["resolution"]))
+        for f in ("width_mult", "num_classes"):
+            have, want = self.device.get(f), arch.get(f)
+            if have is not None and want is not None and float(have) != float(want):
+                raise InputError(f"latency table {self.path or ''} was measured for {f} {have}, but the "
+                                 f"architecture has {want}; profile a table for {f} {want}.")
+
     def lookup_sum(self, blocks: Iterable[Block]) -> tuple[float, list[float | None]]:
         """Sum of the table's medians over ``blocks`` (skip blocks cost 0), with per-block values.
 
@@ -138,6 +156,7 @@ class LatencyTable:
             diffs.append("versions")
         if self.device.get("resolution") != other.device.get("resolution"):
             diffs.append("resolution")
+        diffs += [f for f in SCOPE_FIELDS if self.device.get(f) != other.device.get(f)]
         if diffs:
             f = diffs[0]
             raise InputError(f"cannot merge tables measured with different settings: device.{f} is "

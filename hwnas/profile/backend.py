@@ -1,14 +1,21 @@
 """Backend interface and registry.
 
-A backend turns a module into a ``Runner`` (exported, compiled or pushed once), whose ``run_once``
-performs one timed inference and returns milliseconds. Profiling interleaves ``run_once`` calls
-across many runners; end-to-end measurement (``measure_module``) times one runner repeatedly.
+A backend turns a module (or an ONNX file) into a ``Runner`` (exported, compiled or pushed once),
+whose ``run_once`` performs one timed inference and returns milliseconds. Profiling
+(``hwnas.profile.profiler``) interleaves ``run_once`` calls across many runners; end-to-end
+measurement (``measure_module``, ``measure_onnx_file``) times one runner repeatedly.
 ``BackendConfig`` is everything that changes the numbers; it round-trips through a latency table's
 ``device`` header, so validation and export re-measure with the table's own settings.
+
+Backends (``--backend``): ``ort-cpu`` (ONNX Runtime, CPU provider), ``torch-cpu`` (PyTorch eager),
+``cuda`` (PyTorch on a CUDA GPU, CUDA events) and ``remote`` (a phone or board reached by
+user-given push/run command templates, e.g. adb or ssh).
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import platform
 import socket
@@ -17,7 +24,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -28,7 +35,21 @@ from hwnas.latency.table import entry_from_samples
 
 @dataclass(frozen=True)
 class BackendConfig:
-    """Settings of a measurement backend (all of them recorded in a table's ``device`` header)."""
+    """Settings of a measurement backend (all of them recorded in a table's ``device`` header).
+
+    Attributes:
+        backend: Registered backend name (``ort-cpu``, ``torch-cpu``, ``cuda``, ``remote``).
+        threads: Intra-op threads (ONNX Runtime ``intra_op_num_threads``, ``torch.set_num_threads``).
+        batch: Batch size of the timed inputs.
+        dtype: ``float32`` (every backend) or ``float16`` (``cuda``).
+        channels_last: NHWC memory format (``torch-cpu``, ``cuda``).
+        device_name: The table's ``device.name``; default ``<host>-<backend>``.
+        push_cmd: ``remote``: shell template run once per model, e.g. ``adb push {model} /data/local/tmp/``.
+        run_cmd: ``remote``: shell template run once per sample, printing the tool's timing.
+        parser: ``remote``: output parser (``hwnas.profile.parsers``), e.g. ``ort-perf-test``.
+        info_cmd: ``remote``: optional command whose output names the device's processor
+            (e.g. ``adb shell getprop ro.soc.model``), recorded as ``device.processor``.
+    """
 
     backend: str = "ort-cpu"
     threads: int = 1
@@ -39,6 +60,7 @@ class BackendConfig:
     push_cmd: str = ""
     run_cmd: str = ""
     parser: str = ""
+    info_cmd: str = ""
 
     def header(self) -> dict[str, Any]:
         """The table ``device`` header fields for this config (without host/processor/versions)."""
@@ -68,13 +90,36 @@ class Runner(ABC):
 
 
 class Backend(ABC):
-    """A way to run and time models on a device."""
+    """A way to run and time models on a device.
+
+    Class attributes:
+        dtypes: The ``BackendConfig.dtype`` values the backend supports.
+        runs_onnx: Whether it times ONNX files (``prepare_onnx``); the profiler then exports every
+            block first (cached, resumable) and times afterwards.
+        averages_runs: Whether the profiler may average back-to-back runs into one sample
+            (``min_sample_ms``); off where one run is already an average (``remote``).
+    """
+
+    dtypes: tuple[str, ...] = ("float32",)
+    runs_onnx: bool = False
+    averages_runs: bool = True
 
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
 
     def check_available(self) -> None:
-        """Raises ``InputError`` when the backend cannot run here (e.g. no GPU)."""
+        """Raises ``InputError`` when the backend cannot run here (e.g. no GPU) or is misconfigured."""
+
+    def validate(self) -> None:
+        """Checks the generic settings (threads, batch, dtype); raises ``InputError`` naming the flag."""
+        c = self.config
+        if isinstance(c.threads, bool) or not isinstance(c.threads, int) or c.threads < 1:
+            raise InputError(f"--threads must be a positive integer, got {c.threads!r}.")
+        if isinstance(c.batch, bool) or not isinstance(c.batch, int) or c.batch < 1:
+            raise InputError(f"--batch must be a positive integer, got {c.batch!r}.")
+        if c.dtype not in self.dtypes:
+            raise InputError(f"--dtype {c.dtype!r} is not supported by backend {c.backend} "
+                             f"(supported: {', '.join(self.dtypes)}).")
 
     def versions(self) -> dict[str, str]:
         """Versions of the libraries that change the numbers."""
@@ -88,9 +133,18 @@ class Backend(ABC):
         return {**self.config.header(), "host": socket.gethostname(), "processor": self.processor(),
                 "versions": self.versions()}
 
+    def timing_context(self) -> ContextManager[None]:
+        """Process-wide settings held while timing (e.g. torch's thread count), restored on exit."""
+        return contextlib.nullcontext()
+
     @abstractmethod
     def prepare(self, module: torch.nn.Module, input_shape: Sequence[int], *, workdir: Path, name: str) -> Runner:
         """Prepares ``module`` for timing with inputs of ``input_shape`` (N, C, H, W)."""
+
+    def prepare_onnx(self, path: Path, input_shape: Sequence[int], *, name: str) -> Runner:
+        """Prepares an existing ONNX file for timing (backends with ``runs_onnx`` only)."""
+        raise InputError(f"backend {self.config.backend} runs PyTorch modules and cannot time an ONNX file; "
+                         "use ort-cpu or remote.")
 
 
 BACKENDS: dict[str, Callable[[BackendConfig], Backend]] = {}
@@ -110,9 +164,13 @@ def make_backend(config: BackendConfig) -> Backend:
     """The backend for a config; unknown names and unavailable backends raise ``InputError``."""
     from hwnas.profile import backends_builtin  # noqa: F401  (registers the built-in backends)
 
+    if config.backend == "imported":
+        raise InputError("this latency table was imported from a published table (device.backend 'imported'); "
+                         "its device cannot be measured from here: profile your own device with hwnas profile.")
     if config.backend not in BACKENDS:
         raise InputError(f"--backend {config.backend!r} is unknown (backends: {', '.join(sorted(BACKENDS))}).")
     backend = BACKENDS[config.backend](config)
+    backend.validate()
     backend.check_available()
     return backend
 
@@ -127,24 +185,79 @@ def _processor_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _check_counts(repeats: int, warmup: int) -> None:
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise InputError(f"repeats must be a positive integer, got {repeats!r}.")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise InputError(f"warmup must be a non-negative integer, got {warmup!r}.")
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pauses Python's cyclic garbage collector while timing (as ``timeit`` does); restores it after."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def time_runner(backend: Backend, runner: Runner, *, repeats: int, warmup: int) -> dict[str, Any]:
+    """``warmup`` untimed runs, then ``repeats`` timed runs of one runner; its entry statistics."""
+    with backend.timing_context(), gc_paused():
+        for _ in range(warmup):
+            runner.run_once()
+        samples = [runner.run_once() for _ in range(repeats)]  # ms
+    return entry_from_samples(samples)
+
+
 def measure_module(module: torch.nn.Module, *, input_shape: Sequence[int], config: BackendConfig,
                    repeats: int = 30, warmup: int = 5, workdir: str | Path | None = None) -> dict[str, Any]:
     """Measures one whole module end to end with a backend: warm-up, then ``repeats`` timed runs.
+
+    Works for every backend (ONNX backends export the module first; ``remote`` pushes it to the
+    device with the config's templates).
 
     Returns:
         The latency-table entry statistics (``median_ms``, ``mean_ms``, ``std_ms``, ``p10_ms``,
         ``p90_ms``, ``count``).
     """
+    _check_counts(repeats, warmup)
     backend = make_backend(config)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         runner = backend.prepare(module, input_shape, workdir=Path(tmp), name="model")
         try:
-            for _ in range(warmup):
-                runner.run_once()
-            samples = [runner.run_once() for _ in range(repeats)]
+            return time_runner(backend, runner, repeats=repeats, warmup=warmup)
         finally:
             runner.close()
-    return entry_from_samples(samples)
+
+
+def measure_onnx_file(path: str | Path, *, input_shape: Sequence[int], config: BackendConfig,
+                      repeats: int = 30, warmup: int = 5) -> dict[str, Any]:
+    """Measures an existing ONNX file with an ONNX-running backend (``ort-cpu``, ``remote``).
+
+    Used to time exported (and quantized) models with a latency table's own settings.
+
+    Raises:
+        InputError: for a missing file, or a backend that cannot run ONNX files (``torch-cpu``, ``cuda``).
+
+    Returns:
+        The latency-table entry statistics, as ``measure_module``.
+    """
+    _check_counts(repeats, warmup)
+    p = Path(path)
+    backend = make_backend(config)
+    if not backend.runs_onnx:
+        backend.prepare_onnx(p, input_shape, name=p.stem)  # raises InputError naming the backend
+    if not p.is_file():
+        raise InputError(f"ONNX file {p} does not exist.")
+    runner = backend.prepare_onnx(p, input_shape, name=p.stem)
+    try:
+        return time_runner(backend, runner, repeats=repeats, warmup=warmup)
+    finally:
+        runner.close()
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -157,6 +270,15 @@ def timed(fn: Callable[[], Any]) -> float:
 def random_input(input_shape: Sequence[int], *, seed: int = 0) -> np.ndarray:
     """A deterministic float32 input of ``input_shape``."""
     return np.random.default_rng(seed).standard_normal(tuple(input_shape), dtype=np.float32)
+
+
+def onnx_versions() -> dict[str, str]:
+    """Versions of the export toolchain that shapes the ONNX graphs (torch, onnx, opset)."""
+    import onnx
+
+    from hwnas.onnx_io import OPSET
+
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "opset": str(OPSET)}
 
 
 def cpu_count() -> int:

@@ -1,0 +1,83 @@
+"""``hwnas profile``: measure every distinct block of a space on a device into a latency table."""
+
+from __future__ import annotations
+
+import argparse
+
+from hwnas.cli.main import Report, add_json_flag, command
+from hwnas.profile.backend import BackendConfig
+from hwnas.profile.profiler import ProfileSettings, profile_table
+from hwnas.space import load_space
+
+
+@command("profile", help="build a latency lookup table: time every distinct block of a space on a backend")
+def setup(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--space", action="append", required=True,
+                   help="search space name or file (repeat to cover several spaces in one table)")
+    p.add_argument("--backend", default="ort-cpu", help="ort-cpu (default), torch-cpu, cuda or remote")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    p.add_argument("--dtype", default="float32", help="float32 (default) or float16 (cuda)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format (torch-cpu, cuda)")
+    p.add_argument("--resolution", type=int, help="input resolution, pixels (default: the space's)")
+    p.add_argument("--width-mult", type=float, default=1.0, help="width multiplier of the archs served (default 1.0)")
+    p.add_argument("--num-classes", type=int, help="classifier outputs (default: the space's)")
+    p.add_argument("--out", required=True, help="latency table file to write")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run into --out")
+    p.add_argument("--device-name", default="", help="device.name of the table (default <host>-<backend>)")
+    p.add_argument("--repeats", type=int, default=30, help="timed runs per block and pass (default 30)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs per block first (default 5)")
+    p.add_argument("--max-cv", type=float, default=0.05,
+                   help="re-measure entries whose std/mean exceeds this (default 0.05)")
+    p.add_argument("--remeasure", type=int, default=2, help="re-measurement passes at most (default 2)")
+    p.add_argument("--chunk", type=int, default=64, help="blocks prepared and interleaved at a time (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the block order and round shuffles")
+    p.add_argument("--min-sample-ms", type=float, default=0.0,
+                   help="average back-to-back runs lasting at least this long into one sample, ms "
+                        "(default 0: every sample is one run, as inside a network)")
+    p.add_argument("--workdir", help="folder for exported blocks (default <out>.work, removed when complete)")
+    r = p.add_argument_group("remote backend (a phone or board over adb/ssh)")
+    r.add_argument("--push-cmd", default="", help="run once per model, e.g. 'adb push {model} /data/local/tmp/'")
+    r.add_argument("--run-cmd", default="",
+                   help="run once per sample, e.g. 'adb shell /data/local/tmp/onnxruntime_perf_test -r 50 "
+                        "/data/local/tmp/{name}'")
+    r.add_argument("--parser", default="", help="output parser: ort-perf-test, tflite-benchmark or ms")
+    r.add_argument("--info-cmd", default="", help="command whose output names the device's processor")
+    add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> Report:
+    spaces = [load_space(s) for s in args.space]
+    config = BackendConfig(backend=args.backend, threads=args.threads, batch=args.batch, dtype=args.dtype,
+                           channels_last=args.channels_last, device_name=args.device_name,
+                           push_cmd=args.push_cmd, run_cmd=args.run_cmd, parser=args.parser, info_cmd=args.info_cmd)
+    settings = ProfileSettings(repeats=args.repeats, warmup=args.warmup, max_cv=args.max_cv,
+                               remeasure=args.remeasure, chunk=args.chunk, seed=args.seed,
+                               min_sample_ms=args.min_sample_ms)
+    res = profile_table(spaces, config=config, out=args.out, resolution=args.resolution,
+                        width_mult=args.width_mult, num_classes=args.num_classes, settings=settings,
+                        resume=args.resume, workdir=args.workdir)
+    data = res.summary()
+    dev = data["device"]
+    lines = [
+        f"{data['out']}: {data['entries']} entries ({data['measured']} measured now, {data['skipped']} kept from "
+        f"before) for {', '.join(dev['spaces'])} at {dev['resolution']} px, width x{dev['width_mult']}, "
+        f"{dev['num_classes']} classes",
+        f"device: {dev['name']} | {dev['backend']} | {dev.get('threads')} thread(s) | batch {dev.get('batch')} | "
+        f"{dev.get('dtype')} | {dev.get('processor')}",
+        f"time: {data['seconds']:.1f} s (export {data['export_seconds']:.1f} s, timing {data['timing_seconds']:.1f} s)",
+    ]
+    if data["cv_median"] is not None:
+        lines.append(f"spread: median CV {100 * data['cv_median']:.2f}%, p90 {100 * data['cv_p90']:.2f}%, "
+                     f"max {100 * data['cv_max']:.2f}%; {data['remeasured']} entries re-measured")
+    widest = sorted(data["cv"].items(), key=lambda kv: -kv[1])[:5]
+    if widest:
+        lines.append("widest spread: " + "; ".join(f"{k} {100 * v:.1f}%" for k, v in widest))
+    if data["load_avg"] is not None and data["cpus"] and data["load_avg"] > 0.5 * data["cpus"]:
+        lines.append(f"warning: the machine's load average is {data['load_avg']} on {data['cpus']} cores: other "
+                     "processes were running, so the spread is wider than the device's own")
+    if data["unstable"]:
+        lines.append(f"warning: {len(data['unstable'])} entries still have CV above {args.max_cv}: "
+                     f"{', '.join(data['unstable'][:3])}{' ...' if len(data['unstable']) > 3 else ''}")
+    return Report(data, "\n".join(lines))

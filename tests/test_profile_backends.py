@@ -1,0 +1,153 @@
+"""The local backends for real: ort-cpu and torch-cpu through the CLI and end-to-end measurement,
+cuda's no-GPU refusal (and a real run where a GPU exists), measure_onnx_file."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hwnas.blocks import op_key
+from hwnas.errors import InputError
+from hwnas.latency.table import LatencyTable
+from hwnas.onnx_io import export_onnx
+from hwnas.profile.backend import BackendConfig, measure_module, measure_onnx_file
+from hwnas.profile.torch_cpu import torch_threads
+from hwnas.space import load_space
+from tests.conftest import TOY_SPACE, cli_json, run_cli
+
+ENTRY_FIELDS = {"median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms", "count"}
+
+
+def _check_table(path, *, backend, repeats):
+    table = LatencyTable.load(path)
+    sp = load_space(TOY_SPACE)
+    assert set(table.entries) == {op_key(b) for b in sp.all_blocks()}
+    for e in table.entries.values():
+        assert set(e) == ENTRY_FIELDS and e["count"] == repeats
+        assert 0 < e["p10_ms"] <= e["median_ms"] <= e["p90_ms"] < 1000
+    d = table.device
+    assert d["backend"] == backend and d["threads"] == 1 and d["batch"] == 1 and d["dtype"] == "float32"
+    assert d["resolution"] == 8 and d["spaces"] == ["toy"] and d["host"] and d["processor"]
+    return table
+
+
+def test_ort_cpu_profile_cli_and_prediction_from_the_table(tmp_path):
+    out = tmp_path / "ort.json"
+    data = cli_json("profile", "--space", str(TOY_SPACE), "--backend", "ort-cpu", "--threads", "1",
+                    "--repeats", "5", "--warmup", "2", "--remeasure", "0", "--out", str(out))
+    assert {"entries", "seconds", "out"} <= set(data)
+    assert data["entries"] == 4 and data["out"] == str(out) and data["exported"] == 4
+    table = _check_table(out, backend="ort-cpu", repeats=5)
+    assert table.device["versions"]["onnxruntime"] and table.device["versions"]["opset"] == "18"
+    # the big preset: stem + l1 (k5) + l2 (k3) + l3 (k5, same key as l1) + logits, from the table alone
+    sp = load_space(TOY_SPACE)
+    total, _ = table.lookup_sum(sp.resolve(sp.preset("big")))
+    e = table.entries
+    k3 = "expanded_conv-input:8x8x8-output:8x8x8-expand:16-kernel:3-stride:1-idskip:1-se:0-hs:0"
+    k5 = k3.replace("kernel:3", "kernel:5")
+    want = e["Conv-input:8x8x3-output:8x8x8"]["median_ms"] + 2 * e[k5]["median_ms"] + e[k3]["median_ms"] \
+        + e["Logits-input:8x8x8-output:4"]["median_ms"]
+    assert total == pytest.approx(want)
+
+
+def test_torch_cpu_profile_cli_channels_last(tmp_path):
+    out = tmp_path / "torch.json"
+    data = cli_json("profile", "--space", str(TOY_SPACE), "--backend", "torch-cpu", "--channels-last",
+                    "--repeats", "4", "--warmup", "1", "--out", str(out))
+    assert data["entries"] == 4 and data["exported"] == 0  # eager: nothing exported
+    table = _check_table(out, backend="torch-cpu", repeats=4)
+    assert table.device["channels_last"] is True
+
+
+def test_cuda_without_gpu_exits_2_with_a_clear_message(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    r = run_cli("profile", "--space", str(TOY_SPACE), "--backend", "cuda", "--out", str(tmp_path / "c.json"))
+    assert r.returncode == 2 and "--backend cuda needs a CUDA GPU" in r.stderr
+    assert not (tmp_path / "c.json").exists() and r.stdout == ""
+    with pytest.raises(InputError, match="needs a CUDA GPU"):
+        measure_module(torch.nn.Conv2d(3, 4, 3), input_shape=(1, 3, 8, 8), config=BackendConfig(backend="cuda"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_cuda_measures_for_real(dtype):
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1)
+    e = measure_module(conv, input_shape=(1, 64, 56, 56), config=BackendConfig(backend="cuda", dtype=dtype),
+                       repeats=20, warmup=5)
+    assert e["count"] == 20 and 0 < e["median_ms"] < 50
+    assert next(conv.parameters()).device.type == "cpu"  # the caller's module is left where it was
+
+
+def test_unknown_backend_and_bad_dtype_are_input_errors(tmp_path):
+    r = run_cli("profile", "--space", str(TOY_SPACE), "--backend", "tpu", "--out", str(tmp_path / "x.json"))
+    assert r.returncode == 2 and "--backend 'tpu' is unknown" in r.stderr
+    with pytest.raises(InputError, match="--dtype 'float16' is not supported by backend torch-cpu"):
+        measure_module(torch.nn.Identity(), input_shape=(1, 3, 8, 8),
+                       config=BackendConfig(backend="torch-cpu", dtype="float16"))
+
+
+def test_measure_module_and_onnx_file_agree_on_a_real_conv(tmp_path):
+    torch.manual_seed(0)
+    conv = torch.nn.Sequential(torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU())
+    shape = (1, 16, 32, 32)
+    cfg = BackendConfig(backend="ort-cpu", threads=1)
+    e_mod = measure_module(conv, input_shape=shape, config=cfg, repeats=15, warmup=3)
+    path = export_onnx(conv, shape, tmp_path / "conv.onnx")
+    e_file = measure_onnx_file(path, input_shape=shape, config=cfg, repeats=15, warmup=3)
+    assert e_mod["count"] == e_file["count"] == 15
+    # the same graph on the same backend: medians within a factor 2 even on a busy machine
+    assert 0.5 < e_mod["median_ms"] / e_file["median_ms"] < 2.0
+    e_torch = measure_module(conv, input_shape=shape, config=BackendConfig(backend="torch-cpu"), repeats=5, warmup=1)
+    assert e_torch["count"] == 5 and e_torch["median_ms"] > 0
+    with pytest.raises(InputError, match="cannot time an ONNX file"):
+        measure_onnx_file(path, input_shape=shape, config=BackendConfig(backend="torch-cpu"))
+    with pytest.raises(InputError, match="does not exist"):
+        measure_onnx_file(tmp_path / "nope.onnx", input_shape=shape, config=cfg)
+
+
+def test_torch_threads_are_restored_after_timing():
+    before = torch.get_num_threads()
+    with torch_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+    assert torch.get_num_threads() == before
+
+
+def test_backend_config_round_trips_through_the_header():
+    c = BackendConfig(backend="remote", threads=2, device_name="pixel7", push_cmd="adb push {model} /x/",
+                      run_cmd="adb shell /x/perf {name}", parser="ort-perf-test")
+    h = c.header()
+    assert h["name"] == "pixel7" and "device_name" not in h and "info_cmd" not in h
+    assert BackendConfig.from_header({**h, "host": "h", "resolution": 224, "spaces": ["x"]}) == c
+
+
+def test_grouped_export_cuts_out_each_block_exactly(tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    from hwnas.ops import make_module
+    from hwnas.profile.export_cache import export_blocks, export_onnx_group
+    from hwnas.profile.profiler import file_id
+
+    sp = load_space(TOY_SPACE)
+    blocks = sp.all_blocks(resolution=12)
+    torch.manual_seed(0)
+    modules = [make_module(b).eval() for b in blocks]
+    shapes = [(1, b.cin, b.hw, b.hw) for b in blocks]
+    paths = [tmp_path / f"{i}.onnx" for i in range(len(blocks))]
+    export_onnx_group(modules, shapes, paths, scratch=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no scratch left
+    for m, s, p in zip(modules, shapes, paths):
+        sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+        assert len(sess.get_inputs()) == 1 and len(sess.get_outputs()) == 1  # only this block's graph
+        x = np.random.default_rng(1).standard_normal(s, dtype=np.float32)
+        with torch.no_grad():
+            want = m(torch.from_numpy(x)).numpy()
+        got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+        assert got.shape == want.shape and np.abs(got - want).max() < 1e-4
+    # the cache: a second call exports nothing
+    work = tmp_path / "work"
+    keyed = {op_key(b): b for b in blocks}
+    _, n1 = export_blocks(keyed, work, batch=1, file_id=file_id, progress=False)
+    _, n2 = export_blocks(keyed, work, batch=1, file_id=file_id, progress=False)
+    assert (n1, n2) == (len(keyed), 0)
