@@ -1,0 +1,60 @@
+"""``hwnas latency calibrate``: fit the table-sum calibration on measured random archs and save it."""
+
+from __future__ import annotations
+
+import argparse
+
+from hwnas.cli.main import Report, add_json_flag, command
+from hwnas.latency.calibration import calibration_path
+from hwnas.latency.model import LatencyModel
+from hwnas.latency.validate import MeasurementStore, calibrate, default_repeats
+from hwnas.space import load_space
+
+
+def add_measure_args(p: argparse.ArgumentParser) -> None:
+    """``--seed``, ``--repeats``, ``--warmup``, ``--measurements`` (shared with ``latency validate``)."""
+    p.add_argument("--seed", type=int, default=0, help="seed of the random architectures (default 0)")
+    p.add_argument("--repeats", type=int, help="timed runs per architecture (default: the table's, else 30)")
+    p.add_argument("--warmup", type=int, help="warm-up runs per architecture (default: the table's, else 5)")
+    p.add_argument("--measurements", help="JSON file keeping end-to-end measurements (resumes from it)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def repeats_from_args(args: argparse.Namespace, table) -> tuple[int, int]:
+    from hwnas.errors import InputError
+
+    repeats, warmup = default_repeats(table)
+    repeats = args.repeats if args.repeats is not None else repeats
+    warmup = args.warmup if args.warmup is not None else warmup
+    if repeats < 1 or warmup < 0:
+        raise InputError(f"--repeats must be >= 1 and --warmup >= 0, got {repeats} and {warmup}.")
+    return repeats, warmup
+
+
+@command("latency calibrate", help="fit and save the calibration of a table's sums against end-to-end runs")
+def setup(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--table", required=True, help="latency table JSON")
+    p.add_argument("--space", required=True, help="search space whose random archs are measured")
+    p.add_argument("--samples", type=int, required=True, help="number of random archs to measure (>= 3)")
+    add_measure_args(p)
+    add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> Report:
+    model = LatencyModel.load(args.table, calibration=False)
+    sp = load_space(args.space)
+    repeats, warmup = repeats_from_args(args, model.table)
+    store = MeasurementStore(args.measurements, device=model.table.device, repeats=repeats, warmup=warmup)
+    cal = calibrate(model, sp, samples=args.samples, seed=args.seed, repeats=repeats, warmup=warmup, store=store,
+                    progress=not args.no_progress)
+    out = calibration_path(args.table)
+    cal.save(out)
+    scale, per_block = cal.per_block()
+    data = {"out": str(out), "n": cal.fit["n"], "features": list(cal.features), "coef": list(cal.coef),
+            "intercept_ms": cal.intercept_ms, "fit_rmse_pct": cal.fit["rmse_pct"], "fit_mape": cal.fit["mape"],
+            "space": sp.name, "seed": args.seed}
+    text = (f"calibration of {args.table} on {cal.fit['n']} measured {sp.name} archs: latency ≈ "
+            f"{scale:.4f} · lut_sum {per_block:+.4f} ms · blocks {cal.intercept_ms:+.4f} ms "
+            f"(fit RMSE {cal.fit['rmse_pct']:.2f}%), written to {out}")
+    return Report(data, text)

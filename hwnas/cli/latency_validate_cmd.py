@@ -1,0 +1,53 @@
+"""``hwnas latency validate``: measure random archs end to end and score the latency model."""
+
+from __future__ import annotations
+
+import argparse
+
+from hwnas.cli.latency_calibrate_cmd import add_measure_args, repeats_from_args
+from hwnas.cli.main import Report, add_json_flag, command
+from hwnas.latency.model import LatencyModel
+from hwnas.latency.validate import MeasurementStore, plot_scatter, validate
+from hwnas.space import load_space
+
+
+@command("latency validate", help="measure N random archs end to end and compare with the predictions")
+def setup(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--table", required=True, help="latency table JSON")
+    p.add_argument("--space", required=True, help="search space to sample architectures from")
+    p.add_argument("--samples", type=int, required=True, help="number of held-out random archs to score")
+    p.add_argument("--calibration-samples", type=int, default=20,
+                   help="other random archs to fit a fresh calibration on (default 20; 0: use the table's "
+                        "saved calibration, if any)")
+    p.add_argument("--plot", help="write a predicted-vs-measured scatter (PNG) here")
+    add_measure_args(p)
+    add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> Report:
+    model = LatencyModel.load(args.table, calibration=args.calibration_samples == 0)
+    sp = load_space(args.space)
+    repeats, warmup = repeats_from_args(args, model.table)
+    store = MeasurementStore(args.measurements, device=model.table.device, repeats=repeats, warmup=warmup)
+    result = validate(model, sp, samples=args.samples, calibration_samples=args.calibration_samples,
+                      seed=args.seed, repeats=repeats, warmup=warmup, store=store, progress=not args.no_progress)
+    if args.plot:
+        result["plot"] = str(plot_scatter(result, args.plot))
+    u = result["uncalibrated"]
+    lines = [f"{result['n']} held-out {sp.name} archs at {result['resolution']}px, measured end to end with "
+             f"{result['backend']} ({result['threads']} thread(s)), {repeats} runs each",
+             f"{'':14} {'±5%':>7} {'±10%':>7} {'RMSE %':>8} {'MAPE %':>8} {'bias %':>8}",
+             f"{'LUT sum':14} {u['within_5pct']:7.0%} {u['within_10pct']:7.0%} {u['rmse_pct']:8.2f} "
+             f"{u['mape']:8.2f} {u['bias_pct']:8.2f}"]
+    if result["calibrated"]:
+        lines.append(f"{'calibrated':14} {result['within_5pct']:7.0%} {result['within_10pct']:7.0%} "
+                     f"{result['rmse_pct']:8.2f} {result['mape']:8.2f} {result['bias_pct']:8.2f}")
+        src = (f"fitted on {args.calibration_samples} other archs" if args.calibration_samples
+               else "the table's saved calibration")
+        lines.append(f"calibration: {src}")
+    if result["archs_with_estimates"]:
+        lines.append(f"{result['archs_with_estimates']} arch(s) needed blocks estimated by the regressor")
+    if args.plot:
+        lines.append(f"scatter plot: {args.plot}")
+    return Report(result, "\n".join(lines))
