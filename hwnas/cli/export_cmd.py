@@ -1,0 +1,108 @@
+"""``hwnas export``: verified ONNX (and .ort, int8) with measured latency and a model card."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hwnas.cli.common import add_arch_args, arch_from_args
+from hwnas.cli.main import Report, add_json_flag, command
+from hwnas.errors import InputError
+from hwnas.export_pipeline import ExportOptions, export_model
+from hwnas.exporting import ORT_PLATFORMS
+from hwnas.space import SearchSpace, load_space
+from hwnas.verify import ATOL
+
+_DEFAULTS = ExportOptions(name="x")
+
+
+@command("export", help="export an architecture to verified ONNX (+ .ort, int8) with measured latency and a model card")
+def setup(p: argparse.ArgumentParser) -> None:
+    add_arch_args(p, required=False)
+    p.add_argument("--weights", help="hwnas train checkpoint (or a state_dict file); without it the weights are "
+                   "random and batch norms randomized (latency only). Supplies the arch when --arch is omitted")
+    p.add_argument("--out", required=True, help="output folder, e.g. export/NAME (must be new or empty, see --force)")
+    p.add_argument("--name", help="file stem of the exported files (default: the output folder's name)")
+    p.add_argument("--ort", action="store_true", help="also write the ONNX Runtime mobile format (.ort), verified")
+    p.add_argument("--ort-platform", choices=list(ORT_PLATFORMS), default="portable",
+                   help="target of the .ort optimizations: portable (default; no x86 NCHWc layout, so slower than "
+                   "the .onnx on x86), arm, or amd64 (x86 only)")
+    p.add_argument("--int8", choices=["dynamic", "static"], help="also write an int8 model (static needs --data)")
+    p.add_argument("--data", help="dataset spec: static int8 calibration and (with --weights) held-out accuracy")
+    p.add_argument("--data-limit", type=int, help="keep at most this many examples per split of --data")
+    p.add_argument("--calibration-size", type=int, default=_DEFAULTS.calibration_size,
+                   help=f"training images for static int8 calibration (default {_DEFAULTS.calibration_size})")
+    p.add_argument("--table", help="latency table: predicts latency, and the measurement uses its backend settings "
+                   "(default: ort-cpu, 1 thread, no prediction)")
+    p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension (default: fixed batch 1)")
+    p.add_argument("--atol", type=float, default=ATOL, help=f"fp32 parity tolerance, max abs diff (default {ATOL:g})")
+    p.add_argument("--repeats", type=int, default=_DEFAULTS.repeats, help="timed runs per latency measurement")
+    p.add_argument("--warmup", type=int, default=_DEFAULTS.warmup, help="untimed runs before measuring")
+    p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="random weights, BN statistics and test inputs")
+    p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def _arch(args: argparse.Namespace) -> tuple[SearchSpace, dict]:
+    if args.arch or args.preset:
+        return arch_from_args(args)
+    if not args.weights:
+        raise InputError("--arch (or --space with --preset) is required unless --weights is a hwnas train checkpoint.")
+    from hwnas.weights import read_weights
+
+    _, trained, _ = read_weights(args.weights)
+    if trained is None:
+        raise InputError(f"--weights file {args.weights} is a plain state_dict without its architecture; pass --arch.")
+    sp = load_space(args.space or trained["space"])
+    overrides = {"resolution": args.resolution, "width_mult": args.width_mult, "num_classes": args.num_classes}
+    arch = {**trained, **{k: v for k, v in overrides.items() if v is not None}}
+    return sp, sp.validate_arch(arch, where=f"--weights file {args.weights}: arch")
+
+
+def run(args: argparse.Namespace) -> Report:
+    sp, arch = _arch(args)
+    out = Path(args.out)
+    name = args.name or out.resolve().name
+    options = ExportOptions(name=name, dynamic_batch=args.dynamic_batch, ort=args.ort, ort_platform=args.ort_platform,
+                            int8=args.int8, atol=args.atol, force=args.force, calibration_size=args.calibration_size,
+                            data_limit=args.data_limit, repeats=args.repeats, warmup=args.warmup, seed=args.seed)
+    card = export_model(sp, arch, out_dir=out, options=options, weights=args.weights, data=args.data,
+                        table=args.table, progress=not args.no_progress)
+    fp32 = card["latency"]["rows"][0]
+    data = {
+        "onnx": str(out / f"{name}.onnx"),
+        "max_abs_diff": card["verification"][0]["max_abs_diff"],
+        "measured_latency_ms": fp32["measured_ms"],
+        "predicted_latency_ms": fp32["predicted_ms"],
+        "relative_error": fp32["relative_error"],
+        "out": str(out),
+        "card": str(out / "card.json"),
+        "ort": None,
+        "int8": None,
+        "accuracy": card["accuracy"],
+        "params": card["params"],
+        "flops": card["flops"],
+        "latency": card["latency"],
+        "files": card["files"],
+    }
+    if args.ort:
+        row = next(r for r in card["latency"]["rows"] if "ORT" in r["model"])
+        data["ort"] = {"path": str(out / f"{name}.ort"), "max_abs_diff": card["verification"][1]["max_abs_diff"],
+                       "measured_latency_ms": row["measured_ms"]}
+    if card["int8"]:
+        data["int8"] = {**card["int8"], "path": str(out / card["int8"]["file"])}
+    lines = [f"exported {sp.name} (resolution {arch['resolution']}, width x{arch['width_mult']}) to {out}/"]
+    for v in card["verification"]:
+        lines.append(f"  {v['file']}: max |ORT - PyTorch| {v['max_abs_diff']:.2e} (tolerance {v['atol']:g})")
+    for r in card["latency"]["rows"]:
+        pred = "" if r["predicted_ms"] is None else (f", predicted {r['predicted_ms']:.3f} ms "
+                                                     f"({100 * r['relative_error']:+.1f} %)")
+        lines.append(f"  {r['model']}: measured {r['measured_ms']:.3f} ms{pred}")
+    acc = card["accuracy"] or {}
+    if "onnx" in acc:
+        lines.append(f"  held-out top-1: PyTorch {100 * acc['pytorch']:.2f} %, ONNX {100 * acc['onnx']:.2f} %"
+                     + (f", int8 {100 * acc['int8']:.2f} %" if "int8" in acc else ""))
+    lines.append(f"  model card: {out / 'card.md'}")
+    return Report(data, "\n".join(lines))
