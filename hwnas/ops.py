@@ -148,9 +148,7 @@ def _conv(b: Block) -> nn.Module:
     body = conv_bn_act(b.cin, b.cout, kernel=b.kernel, stride=b.stride, act=b.act, bn=b.bn, bias=b.bias, eps=b.bn_eps)
     if b.se > 0:
         body = nn.Sequential(*body, *_se(b, b.cout))
-    if not b.residual:
-        return body
-    return Residual(body, enabled=True)
+    return Residual(body, enabled=b.residual)  # same structure with or without the shortcut
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:

@@ -38,3 +38,26 @@ def cli_json(*args: str, cwd: Path | None = None) -> dict:
     r = run_cli(*args, "--json", cwd=cwd)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
+
+
+def synthetic_table(space_name: str, *, resolution: int, width_mult: float, num_classes: int, path: Path,
+                    ms_per_gflop: float = 10.0, overhead_ms: float = 0.01) -> Path:
+    """A latency table with SYNTHETIC entries (overhead + FLOPs-proportional), for search-mechanics tests.
+
+    Entries are not measurements; the header says so (backend "synthetic").
+    """
+    from hwnas.blocks import op_key
+    from hwnas.cost import CostCounter
+    from hwnas.latency.table import LatencyTable
+    from hwnas.space import load_space
+
+    sp = load_space(space_name)
+    counter = CostCounter()
+    entries = {}
+    for b in sp.all_blocks(resolution=resolution, width_mult=width_mult, num_classes=num_classes):
+        ms = overhead_ms + counter.block(b).flops / 1e9 * ms_per_gflop
+        entries[op_key(b)] = {"median_ms": ms, "mean_ms": ms, "std_ms": 0.0, "p10_ms": ms, "p90_ms": ms, "count": 1}
+    device = {"name": "synthetic", "backend": "synthetic", "resolution": resolution, "width_mult": width_mult,
+              "num_classes": num_classes, "spaces": [sp.name]}
+    LatencyTable(device=device, entries=entries).save(path)
+    return path

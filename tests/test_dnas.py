@@ -1,0 +1,48 @@
+"""The alternating weight / architecture loop shared by gradient strategies."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from hwnas.data import load_dataset
+from hwnas.dnas import AlternatingConfig, ArchParams, alternate
+from hwnas.runs import RunDir
+from hwnas.space import load_space
+from hwnas.supernet import SuperNet
+from hwnas.train import classification_loss
+
+
+def test_alternate_moves_alpha_and_logs_probs(tmp_path):
+    sp = load_space("proxyless")
+    ds = load_dataset("digits", limit=128)
+    sn = SuperNet(sp, resolution=32, width_mult=0.25, num_classes=10).to(memory_format=torch.channels_last)
+    arch = ArchParams(sp.num_options)
+    run = RunDir(tmp_path / "r", config={}, resume=False)
+    calls = {"w": 0, "a": 0}
+
+    def weight_step(x, y, rng, step):
+        path = np.array([rng.integers(n) for n in sp.num_options])
+        loss = classification_loss(sn(x, path), y)
+        loss.backward()
+        calls["w"] += 1
+        return {"loss": float(loss.detach())}
+
+    def arch_step(x, y, rng, step):
+        probs = arch.probs()
+        loss = classification_loss(sn.weighted_forward(x, probs), y)
+        loss.backward()
+        calls["a"] += 1
+        return {"loss": float(loss.detach())}
+
+    cfg = AlternatingConfig(epochs=2, batch_size=64, a_lr=0.05, warmup_epochs=1)
+    alternate(supernet=sn, arch=arch, ds=ds, config=cfg, seed=0, run=run, phase="toy",
+              weight_step=weight_step, arch_step=arch_step)
+    assert calls == {"w": 4, "a": 2}  # 2 steps per epoch; arch steps only after the warm-up epoch
+    hist = run.history()
+    assert [h["epoch"] for h in hist] == [1, 2]
+    assert all(abs(sum(p) - 1) < 1e-4 for p in hist[-1]["probs"])
+    assert hist[0]["probs"][0] == [round(1 / 6, 6)] * 6  # α untouched during warm-up
+    assert any(abs(v - 1 / 6) > 1e-4 for v in hist[1]["probs"][0])
+    assert len(hist[-1]["derived"]) == len(sp.decisions)
+    assert run.load_checkpoint()["dnas"]["step"] == 4

@@ -1,0 +1,186 @@
+"""The weight-sharing supernet: extracted paths compute exactly what the supernet computes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hwnas.data import load_dataset
+from hwnas.runs import RunDir
+from hwnas.samplers import fair_paths, uniform_paths
+from hwnas.space import load_space
+from hwnas.supernet import SuperNet
+from hwnas.supernet_train import SupernetTrainConfig, step_rng, train_supernet
+
+
+def _searchable(candidate: str) -> bool:
+    """Candidates of slots with decisions (fixed stem/head candidates are named ``s<i>_o``)."""
+    return candidate.split("_o", 1)[1] != ""
+
+
+def _randomize_bn(module):
+    g = torch.Generator().manual_seed(1)
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(m.bias.shape, generator=g) - 0.5)
+
+
+@pytest.mark.parametrize("sharing", ["separate", "entangled"])
+@pytest.mark.parametrize("name", ["mobilenetv2", "proxyless", "ofa-mbv3", "mnasnet", "spos-shufflenet", "shufflenetv2"])
+def test_extracted_path_equals_supernet(name, sharing):
+    sp = load_space(name)
+    torch.manual_seed(0)
+    sn = SuperNet(sp, resolution=32, width_mult=0.5, num_classes=10, sharing=sharing)
+    _randomize_bn(sn)
+    rng = np.random.default_rng(0)
+    x = torch.randn(2, 3, 32, 32)
+    for mode in ("eval", "train"):
+        getattr(sn, mode)()
+        for _ in range(4):
+            arch = sp.sample(rng, resolution=32, width_mult=0.5, num_classes=10)
+            alone = getattr(sn.extract(arch), mode)()
+            with torch.no_grad():
+                torch.manual_seed(5)  # same dropout mask in train mode
+                y_super = sn(x, arch)
+                torch.manual_seed(5)
+                y_alone = alone(x)
+            assert torch.equal(y_super, y_alone)
+
+
+def test_width_choices_share_weights_by_slicing():
+    sp = load_space("mnasnet")
+    sn = SuperNet(sp, resolution=32, width_mult=0.5, num_classes=10)
+    arch = sp.preset("mnasnet_b1", resolution=32, width_mult=0.5, num_classes=10)
+    narrow = dict(arch, choices={**arch["choices"], "b3_width": 0.75})
+    wide = dict(arch, choices={**arch["choices"], "b3_width": 1.25})
+    # same candidates (op, kernel, SE) whatever the width: the narrow path uses slices of the wide one
+    assert sn.path_candidates(narrow) == sn.path_candidates(wide)
+    a, b = sn.extract(narrow), sn.extract(wide)
+    wa = dict(a.named_parameters())
+    wb = dict(b.named_parameters())
+    k = next(n for n in wa if wa[n].shape != wb[n].shape)
+    assert torch.equal(wa[k], wb[k][tuple(slice(0, s) for s in wa[k].shape)])
+
+
+def test_fair_sampling_uses_every_candidate_exactly_once():
+    sp = load_space("spos-shufflenet")  # every decision has 4 options
+    sn = SuperNet(sp, resolution=32, width_mult=0.25, num_classes=10)
+    sampler = fair_paths(sp)
+    for step in range(3):
+        paths = sampler(step_rng(0, step))
+        assert paths.shape == (4, len(sp.decisions))
+        used = [c for p in paths for c in sn.path_candidates(p)]
+        searchable = [c for c in used if _searchable(c)]
+        counts = {c: searchable.count(c) for c in set(searchable)}
+        assert set(counts.values()) == {1}
+        assert len(counts) == sum(sp.num_options)  # 20 decisions x 4 options
+
+
+def test_fair_sampling_uneven_options_covers_each_at_least_once():
+    sp = load_space("mobilenetv2")  # 6 or 7 options per decision
+    paths = fair_paths(sp)(step_rng(3, 0))
+    for d, n in enumerate(sp.num_options):
+        counts = np.bincount(paths[:, d], minlength=n)
+        assert counts.min() >= 1 and counts.max() <= 2
+
+
+def test_fair_step_accumulates_gradients_then_one_update(tmp_path):
+    sp = load_space("spos-shufflenet")
+    ds = load_dataset("digits", limit=64)
+    sn = SuperNet(sp, resolution=32, width_mult=0.25, num_classes=10)
+    sn.to(memory_format=torch.channels_last)
+    backward_calls: dict[str, int] = {}
+    for name, module in sn.candidates.items():
+        if not _searchable(name):
+            continue
+        p = next(module.parameters())
+        p.register_hook(lambda g, name=name: backward_calls.__setitem__(name, backward_calls.get(name, 0) + 1))
+    updates = []
+    run = RunDir(tmp_path / "run", config={}, resume=False)
+    cfg = SupernetTrainConfig(epochs=1, batch_size=64, lr=0.01)
+    orig_step = torch.optim.SGD.step
+
+    def counting_step(self, *a, **k):
+        updates.append(1)
+        return orig_step(self, *a, **k)
+
+    torch.optim.SGD.step = counting_step
+    try:
+        train_supernet(sn, ds, fair_paths(sp), config=cfg, seed=0, run=run)
+    finally:
+        torch.optim.SGD.step = orig_step
+    assert len(updates) == 1  # 64 examples / batch 64 = one step
+    assert set(backward_calls.values()) == {1} and len(backward_calls) == 80  # every candidate trained exactly once
+
+
+def test_uniform_sampler_shape():
+    sp = load_space("proxyless")
+    p = uniform_paths(sp)(np.random.default_rng(0))
+    assert p.shape == (1, 21) and (p < np.asarray(sp.num_options)).all()
+
+
+@pytest.mark.parametrize("name", ["proxyless", "ofa-mbv3"])
+def test_weighted_forward_one_hot_is_the_path(name):
+    sp = load_space(name)
+    torch.manual_seed(0)
+    sn = SuperNet(sp, resolution=32, width_mult=0.5, num_classes=10).eval()
+    arch = sp.sample(np.random.default_rng(1), resolution=32, width_mult=0.5, num_classes=10)
+    idx = sp.encode(arch)
+    onehot = [torch.nn.functional.one_hot(torch.tensor(int(i)), n).float() for i, n in zip(idx, sp.num_options)]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(sn.weighted_forward(x, onehot), sn(x, arch), atol=1e-6)
+
+
+def test_weighted_forward_mixture_and_gate_gradients():
+    sp = load_space("proxyless")
+    torch.manual_seed(0)
+    sn = SuperNet(sp, resolution=32, width_mult=0.25, num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    base = sp.encode(sp.sample(np.random.default_rng(2)))
+    gates = [torch.nn.functional.one_hot(torch.tensor(int(i)), n).float() for i, n in zip(base, sp.num_options)]
+    d = 3  # mix two options of one decision: y = a·path(o1) + b·path(o2) exactly (the layer is linear in its weights)
+    o1, o2 = (int(base[d]) + 1) % 7, (int(base[d]) + 2) % 7
+    mix = torch.zeros(7)
+    mix[o1], mix[o2] = 0.25, 0.75
+    mixed = sn.weighted_forward(x, gates[:d] + [mix] + gates[d + 1:])
+    # gradient of the output w.r.t. an inactive gate entry is zero; w.r.t. active ones it is not
+    g = torch.zeros(7, requires_grad=True)
+    with torch.no_grad():
+        g[o1] = 1.0
+    y = sn.weighted_forward(x, gates[:d] + [g] + gates[d + 1:])
+    y.sum().backward()
+    assert g.grad[o1] != 0 and g.grad[o2] == 0  # o2 was not computed
+    g2 = g.detach().clone().requires_grad_(True)
+    compute = [[int(i)] for i in base]
+    compute[d] = [o1, o2]  # ProxylessNAS arch step: both sampled paths run, one gate is 0
+    y2 = sn.weighted_forward(x, gates[:d] + [g2] + gates[d + 1:], compute=compute)
+    assert torch.allclose(y2, y)
+    y2.sum().backward()
+    assert g2.grad[o1] == g.grad[o1] and g2.grad[o2] != 0
+    assert mixed.shape == (2, 10)
+
+
+def test_entangled_candidates_share_kernels_by_centre_crop():
+    sp = load_space("proxyless")
+    sep = SuperNet(sp, resolution=32, width_mult=0.5, num_classes=10)
+    ent = SuperNet(sp, resolution=32, width_mult=0.5, num_classes=10, sharing="entangled")
+    assert len(ent.candidates) == len(sp.slots()) < len(sep.candidates)  # one module per slot
+    arch = sp.preset("proxyless_mobile_ops", resolution=32, width_mult=0.5, num_classes=10)
+    small = dict(arch, choices={**arch["choices"], "s3_l1": "e3_k3"})
+    big = dict(arch, choices={**arch["choices"], "s3_l1": "e6_k7"})
+    assert ent.path_candidates(small) == ent.path_candidates(big)
+
+
+    def depthwise(arch):  # s3.0's depthwise kernel in the extracted model
+        model = ent.extract(arch)
+        i = next(i for i, b in enumerate(model.specs) if b.slot == "s3.0")
+        return next(p for p in model.blocks[i].parameters() if p.dim() == 4 and p.shape[1] == 1)
+
+    w_small, w_big = depthwise(small), depthwise(big)
+    assert w_small.shape[-1] == 3 and w_big.shape[-1] == 7
+    assert torch.equal(w_small, w_big[: w_small.shape[0], :, 2:5, 2:5])  # leading channels, centre 3x3
