@@ -1,0 +1,113 @@
+"""``hwnas search --strategy msgdas`` end to end on digits (32 px, width 0.25, 128 examples per split).
+
+Tables are synthetic (FLOPs-proportional, labelled so): these tests check search mechanics, not
+latency claims.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli, synthetic_table
+
+COMMON = ["--strategy", "msgdas", "--data-limit", "128", "--bn-batches", "1", "--msgdas-samples", "2",
+          "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("tables")
+    return {name: synthetic_table(name, resolution=32, width_mult=0.25, num_classes=10, path=folder / f"{name}.json")
+            for name in ("mobilenetv2", "spos-shufflenet")}
+
+
+def _search(*args: str, crash: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if crash:
+        env["HWNAS_CRASH_AT"] = crash
+    exe = Path(sys.executable).parent / "hwnas"
+    return subprocess.run([str(exe), "search", *COMMON, *args, "--json"], capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+def _history(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+
+
+def test_mobilenet_space_latency_loss_pulls_expected_latency_down(tables, tmp_path):
+    run = tmp_path / "mbv2"
+    r = _search("--space", "mobilenetv2", "--table", str(tables["mobilenetv2"]), "--latency-ms", "0.2",
+                "--epochs", "3", "--out", str(run), "--msgdas-k", "2", "--msgdas-arch-lr", "0.1",
+                "--msgdas-latency-loss", "add", "--msgdas-latency-lambda", "20", "--msgdas-dropblock-max", "0.2",
+                "--msgdas-dropblock-steps", "2")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert json.loads((run / "summary.json").read_text()) == summary
+    for f in ("config.json", "checkpoint.pt", "best_arch.json", "pareto.png", "alpha_heatmap.png"):
+        assert (run / f).exists(), f
+    hist = _history(run)
+    assert [h["phase"] for h in hist] == ["msgdas"] * 3 and [h["epoch"] for h in hist] == [1, 2, 3]
+    # 2 steps per epoch (128 examples, batch 64): τ 10 → 1 and λ 0 → 0.01 over steps 0..5
+    assert [h["w_tau"] for h in hist] == pytest.approx([10 - 9 * 0.5 / 5, 10 - 9 * 2.5 / 5, 10 - 9 * 4.5 / 5])
+    assert [h["w_lambda"] for h in hist] == pytest.approx([0.01 * 0.5 / 5, 0.01 * 2.5 / 5, 0.01 * 4.5 / 5])
+    assert [h["w_dropblock"] for h in hist] == pytest.approx([0.0, 0.1, 0.2])  # steps (0,1), (2,3), (4,5)
+    # the additive latency term dominates: E[LAT] under softmax(α) falls every epoch
+    lat = [h["expected_latency_ms"] for h in hist]
+    assert lat[0] > lat[1] > lat[2]
+    assert summary["extra"]["expected_latency_ms"] == pytest.approx(lat[-1], rel=1e-6)
+    # derivation by argmax of α, the same arch as the summary's
+    derived = summary["extra"]["derived"]
+    assert derived == hist[-1]["derived"]
+    probs = summary["extra"]["final_probs"]
+    assert all(p[d] == max(p) for p, d in zip(probs, derived))
+    assert summary["strategy"] == "msgdas" and summary["evaluated"] >= 1
+    assert summary["predicted_latency_ms"] == pytest.approx(hist[-1]["derived_latency_ms"], rel=1e-9)
+    assert json.loads((run / "best_arch.json").read_text()) == summary["arch"]
+    cfg = json.loads((run / "config.json").read_text())["strategy_settings"]
+    assert cfg["k"] == 2 and cfg["latency_loss"] == "add" and cfg["dropblock"]["max_ratio"] == 0.2
+
+
+def test_shufflenet_space_all_four_exclusive_subgraphs_with_guidance(tables, tmp_path):
+    run = tmp_path / "shuffle"
+    r = _search("--space", "spos-shufflenet", "--table", str(tables["spos-shufflenet"]), "--latency-ms", "1",
+                "--epochs", "1", "--out", str(run), "--msgdas-k", "4", "--msgdas-lambda", "0.5",
+                "--data-limit", "64", "--batch-size", "32")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    (h,) = _history(run)
+    assert h["w_lambda"] == pytest.approx(0.25)  # steps 0 and 1 of 2: λ = 0 and 0.5
+    assert summary["extra"]["k"] == 4 and len(summary["extra"]["derived"]) == 20
+    assert summary["constraints_met"] == summary["extra"]["derived_feasible"]
+
+
+def test_bad_k_exits_2_before_writing_anything(tables, tmp_path):
+    out = tmp_path / "r"
+    r = run_cli("search", "--space", "spos-shufflenet", "--strategy", "msgdas", "--table",
+                str(tables["spos-shufflenet"]), "--latency-ms", "1", "--msgdas-k", "5", "--out", str(out))
+    assert r.returncode == 2 and "--msgdas-k 5 exceeds the 4 options" in r.stderr
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_kill_and_resume_gives_the_same_result(tables, tmp_path):
+    args = ["--space", "mobilenetv2", "--table", str(tables["mobilenetv2"]), "--latency-ms", "0.3", "--epochs", "2",
+            "--msgdas-arch-lr", "0.05", "--msgdas-dropblock-max", "0.3", "--msgdas-dropblock-steps", "1",
+            "--msgdas-lambda", "0.1"]
+    full = _search(*args, "--out", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr
+    out = tmp_path / "killed"
+    killed = _search(*args, "--out", str(out), crash="msgdas_step:3")
+    assert killed.returncode == 137
+    assert not (out / "summary.json").exists()
+    resumed = _search(*args, "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = json.loads(full.stdout), json.loads(resumed.stdout)
+    strip = lambda s: {k: v for k, v in s.items() if k != "seconds"}  # noqa: E731
+    assert strip(a) == strip(b)
+    assert (out / "history.jsonl").read_text() == (tmp_path / "full" / "history.jsonl").read_text()
