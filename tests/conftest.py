@@ -26,11 +26,27 @@ def toy_space():
     return load_space(TOY_SPACE)
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Runs the real ``hwnas`` console script (a separate process)."""
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
+            crash: str | None = None) -> subprocess.CompletedProcess:
+    """Runs the real ``hwnas`` console script (a separate process).
+
+    Args:
+        args: Command-line arguments.
+        cwd: Working directory.
+        timeout: Seconds.
+        crash: ``event:n`` — the process exits abruptly (137, as after kill -9) the n-th time it
+            reaches that crash point (``hwnas.runs.RunDir.crash_point``).
+    """
     exe = Path(sys.executable).parent / "hwnas"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if crash:
+        env["HWNAS_CRASH_AT"] = crash
     return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
+
+
+def read_history(run: Path) -> list[dict]:
+    """The records of a run directory's ``history.jsonl``."""
+    return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
 
 
 def cli_json(*args: str, cwd: Path | None = None) -> dict:

@@ -4,9 +4,7 @@ model, FLOPs/params as hard constraints, kill-and-resume, proxy accuracy and mea
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,7 @@ from hwnas.latency.table import LatencyTable
 from hwnas.objective import mnasnet_reward
 from hwnas.space import load_space
 from hwnas.strategies.mnasnet import MnasNet
-from tests.conftest import TOY_SPACE, run_cli, synthetic_table
+from tests.conftest import TOY_SPACE, read_history, run_cli, synthetic_table
 
 T, PARAMS_MAX = 0.22, 250_000  # ms (about the median sampled latency), params (about 60% of models fit)
 COMMON = ["--space", "mnasnet", "--strategy", "mnasnet", "--latency-ms", str(T), "--params-max", str(PARAMS_MAX),
@@ -50,16 +48,8 @@ def ort_table(toy_table, tmp_path_factory) -> Path:
 
 
 def _search(out: Path, *args: str, crash: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if crash:
-        env["HWNAS_CRASH_AT"] = crash
-    exe = Path(sys.executable).parent / "hwnas"
-    return subprocess.run([str(exe), "search", *args, "--out", str(out), "--json"], capture_output=True, text=True,
-                          env=env, timeout=600)
+    return run_cli("search", *args, "--out", str(out), "--json", crash=crash, timeout=600)
 
-
-def _history(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.slow
@@ -71,7 +61,7 @@ def test_mnasnet_search_on_the_mnasnet_space_records_every_sample(table, tmp_pat
     for f in ("config.json", "history.jsonl", "checkpoint.pt", "summary.json", "best_arch.json", "pareto.png",
               "controller.png"):
         assert (run / f).exists(), f
-    history = _history(run)
+    history = read_history(run)
     assert [h["phase"] for h in history] == ["supernet", "mnasnet", "mnasnet", "mnasnet"]
     space = load_space("mnasnet")
     samples = [s for h in history[1:] for s in h["samples"]]
@@ -106,12 +96,12 @@ def test_mnasnet_search_resumes_after_a_kill_with_the_same_result(toy_table, tmp
     full = _search(tmp_path / "full", *TOY, "--table", str(toy_table))
     assert full.returncode == 0, full.stderr
     summary = json.loads(full.stdout)
-    assert [h["phase"] for h in _history(tmp_path / "full")] == ["supernet"] + ["mnasnet"] * 4
+    assert [h["phase"] for h in read_history(tmp_path / "full")] == ["supernet"] + ["mnasnet"] * 4
     out = tmp_path / "killed"
     # checkpoints every 2 steps: the kill at step 3 loses step 3, which the resumed run redoes identically
     killed = _search(out, *TOY, "--table", str(toy_table), "--mnas-checkpoint-every", "2", crash="controller_step:3")
     assert killed.returncode == 137, killed.stderr
-    assert not (out / "summary.json").exists() and len(_history(out)) == 4
+    assert not (out / "summary.json").exists() and len(read_history(out)) == 4
     resumed = _search(out, *TOY, "--table", str(toy_table), "--mnas-checkpoint-every", "2", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     strip = lambda s: {k: v for k, v in s.items() if k != "seconds"}  # noqa: E731
@@ -131,7 +121,7 @@ def test_proxy_accuracy_and_measured_latency(ort_table, tmp_path):
     assert "proxy training" in s["extra"]["accuracy_kind"] and "measured" in s["extra"]["latency_source"]
     assert s["extra"]["reward"] == {"alpha": 0.0, "beta": -1.0, "target_ms": 0.5}
     assert read_json(out / "config.json", what="config")["strategy_settings"]["controller"]["ppo"] is True
-    history = _history(out)
+    history = read_history(out)
     assert [h["phase"] for h in history] == ["mnasnet", "mnasnet"]  # --epochs 0 and proxy: no supernet phase
     store = read_json(out / "measurements.json", what="measurements")
     assert store["settings"]["backend"] == "ort-cpu" and store["entries"]

@@ -7,14 +7,12 @@ latency claims.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli, synthetic_table
+from tests.conftest import read_history, run_cli, synthetic_table
 
 COMMON = ["--strategy", "msgdas", "--data-limit", "128", "--bn-batches", "1", "--msgdas-samples", "2",
           "--seed", "3"]
@@ -28,16 +26,8 @@ def tables(tmp_path_factory) -> dict[str, Path]:
 
 
 def _search(*args: str, crash: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if crash:
-        env["HWNAS_CRASH_AT"] = crash
-    exe = Path(sys.executable).parent / "hwnas"
-    return subprocess.run([str(exe), "search", *COMMON, *args, "--json"], capture_output=True, text=True, env=env,
-                          timeout=600)
+    return run_cli("search", *COMMON, *args, "--json", crash=crash, timeout=600)
 
-
-def _history(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
 
 
 def test_mobilenet_space_latency_loss_pulls_expected_latency_down(tables, tmp_path):
@@ -51,7 +41,7 @@ def test_mobilenet_space_latency_loss_pulls_expected_latency_down(tables, tmp_pa
     assert json.loads((run / "summary.json").read_text()) == summary
     for f in ("config.json", "checkpoint.pt", "best_arch.json", "pareto.png", "alpha_heatmap.png"):
         assert (run / f).exists(), f
-    hist = _history(run)
+    hist = read_history(run)
     assert [h["phase"] for h in hist] == ["msgdas"] * 3 and [h["epoch"] for h in hist] == [1, 2, 3]
     # 2 steps per epoch (128 examples, batch 64): τ 10 → 1 and λ 0 → 0.01 over steps 0..5
     assert [h["w_tau"] for h in hist] == pytest.approx([10 - 9 * 0.5 / 5, 10 - 9 * 2.5 / 5, 10 - 9 * 4.5 / 5])
@@ -80,7 +70,7 @@ def test_shufflenet_space_all_four_exclusive_subgraphs_with_guidance(tables, tmp
                 "--data-limit", "64", "--batch-size", "32")
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
-    (h,) = _history(run)
+    (h,) = read_history(run)
     assert h["w_lambda"] == pytest.approx(0.25)  # steps 0 and 1 of 2: λ = 0 and 0.5
     assert summary["extra"]["k"] == 4 and len(summary["extra"]["derived"]) == 20
     assert summary["constraints_met"] == summary["extra"]["derived_feasible"]

@@ -4,9 +4,7 @@ supernet, REINFORCE, and ``hwnas search --strategy proxyless`` end to end (with 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ from hwnas.objective import Constraints
 from hwnas.space import load_space
 from hwnas.strategies.proxyless import ArchObjective, ProxylessConfig, ProxylessSteps
 from hwnas.supernet import SuperNet
-from tests.conftest import TOY_SPACE, synthetic_table
+from tests.conftest import TOY_SPACE, read_history, run_cli, synthetic_table
 
 # ---- toy: flat accuracy, only the latency term can move α ---------------------------------------
 
@@ -197,16 +195,8 @@ def tables(tmp_path_factory) -> dict[str, Path]:
 
 
 def _search(*args: str, crash: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if crash:
-        env["HWNAS_CRASH_AT"] = crash
-    exe = Path(sys.executable).parent / "hwnas"
-    return subprocess.run([str(exe), "search", *COMMON, *args, "--json"], capture_output=True, text=True, env=env,
-                          timeout=600)
+    return run_cli("search", *COMMON, *args, "--json", crash=crash, timeout=600)
 
-
-def _history(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +220,7 @@ def test_cli_gradient_search_writes_the_run(full_run):
     assert ex["derived_latency_ms"] == pytest.approx(s["predicted_latency_ms"], rel=1e-9)
     assert ex["derived_budget_ratio"] == pytest.approx(s["predicted_latency_ms"] / 0.2, rel=1e-9)
     assert s["constraints_met"] == (s["predicted_latency_ms"] <= 0.2)
-    hist = _history(out)
+    hist = read_history(out)
     assert [h["epoch"] for h in hist] == [1, 2] and {h["phase"] for h in hist} == {"proxyless"}
     space = load_space("proxyless")
     for h in hist:
@@ -250,7 +240,7 @@ def test_cli_kill_and_resume_gives_the_same_result(full_run, tables, tmp_path):
     args = ["--space", "proxyless", "--table", str(tables["proxyless"]), "--latency-ms", "0.2", "--out", str(out)]
     killed = _search(*args, crash="proxyless_step:3")  # 2 steps per epoch: killed in epoch 2
     assert killed.returncode == 137, killed.stderr
-    assert not (out / "summary.json").exists() and len(_history(out)) == 1
+    assert not (out / "summary.json").exists() and len(read_history(out)) == 1
     resumed = _search(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     s = json.loads(resumed.stdout)
@@ -267,7 +257,7 @@ def test_cli_reinforce_on_ofa_mbv3_with_flops_penalty(tables, tmp_path):
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
     assert s["extra"]["mode"] == "reinforce" and s["extra"]["loss"] == "reward"
-    (h,) = _history(out)
+    (h,) = read_history(out)
     assert h["a_reward"] > 0 and isinstance(h["baseline"], float)
     assert len(h["probs"]) == len(load_space("ofa-mbv3").decisions)
     assert (out / "alpha_heatmap.png").exists()

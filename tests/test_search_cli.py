@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli, synthetic_table
+from tests.conftest import read_history, run_cli, synthetic_table
 
 COMMON = ["--space", "mobilenetv2", "--strategy", "spos-evolution", "--latency-ms", "0.3", "--data-limit", "128",
           "--epochs", "3", "--population", "6", "--generations", "3", "--top-k", "3", "--bn-batches", "1",
@@ -24,12 +22,8 @@ def table(tmp_path_factory) -> Path:
 
 
 def _search(table, out, *extra, crash: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if crash:
-        env["HWNAS_CRASH_AT"] = crash
-    exe = Path(sys.executable).parent / "hwnas"
-    return subprocess.run([str(exe), "search", *COMMON, "--table", str(table), "--out", str(out), "--json", *extra],
-                          capture_output=True, text=True, env=env, timeout=600)
+    return run_cli("search", *COMMON, "--table", str(table), "--out", str(out), "--json", *extra, crash=crash,
+                   timeout=600)
 
 
 def _same(a: dict, b: dict) -> None:
@@ -50,7 +44,7 @@ def test_search_kill_and_resume_gives_the_same_result(table, tmp_path):
     assert json.loads((run / "summary.json").read_text()) == summary
     assert summary["constraints_met"] and summary["predicted_latency_ms"] <= 0.3
     assert summary["evaluated"] == 18
-    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    history = read_history(run)
     assert [h["phase"] for h in history] == ["supernet"] * 3 + ["spos-evolution"] * 3
 
     for crash in ("supernet_step:4", "generation:2"):
