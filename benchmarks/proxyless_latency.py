@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-classes", type=int, default=10, help="classes of --data (digits: 10)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.1, help="weight SGD learning rate")
+    p.add_argument("--lr", type=float, default=0.05, help="weight SGD learning rate")
     p.add_argument("--levels", default="0.25,0.5,0.75", help="budgets as fractions of [min, max] predicted latency")
     p.add_argument("--budgets", default=None, help="explicit budgets in ms (comma-separated), instead of --levels")
     p.add_argument("--losses", default="mul,add", help="loss forms to run (mul, add), comma-separated")

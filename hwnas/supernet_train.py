@@ -41,7 +41,7 @@ class SupernetTrainConfig:
 
     epochs: int = 5
     batch_size: int = 64
-    lr: float = 0.1
+    lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 4e-5
     label_smoothing: float = 0.0

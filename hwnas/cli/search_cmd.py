@@ -35,7 +35,7 @@ def setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-limit", type=int, help="keep at most this many examples per split")
     p.add_argument("--epochs", type=int, default=5, help="supernet (weight) training epochs")
     p.add_argument("--batch-size", type=int, default=64, help="training batch size")
-    p.add_argument("--lr", type=float, default=0.1, help="peak SGD learning rate of the weights")
+    p.add_argument("--lr", type=float, default=0.05, help="peak SGD learning rate of the weights")
     p.add_argument("--weight-decay", type=float, default=4e-5, help="weight decay of the weights")
     p.add_argument("--resolution", type=int, help="input resolution (default: the table's)")
     p.add_argument("--width-mult", type=float, help="width multiplier (default: the table's)")
