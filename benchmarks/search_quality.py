@@ -24,6 +24,7 @@ import torch
 
 from hwnas.data import load_dataset
 from hwnas.evaluator import SupernetEvaluator
+from hwnas.jsonio import write_json_atomic
 from hwnas.latency.model import LatencyModel
 from hwnas.latency.table import LatencyTable
 from hwnas.objective import Constraints
@@ -50,6 +51,8 @@ def main() -> None:
     ap.add_argument("--population", type=int, default=20)
     ap.add_argument("--generations", type=int, default=10)
     ap.add_argument("--weight-sharing", choices=["separate", "entangled"], default="entangled")
+    ap.add_argument("--json", help="also write every winner (arch JSON, accuracy, predicted and measured ms) here, "
+                                   "so the winners can be measured again with `hwnas latency predict`/`export`")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -87,7 +90,7 @@ def main() -> None:
             measured = measure_module(net, input_shape=(1, 3, res, res), config=backend, repeats=50, warmup=10)
             rows.append({"seed": seed, "strategy": name, "evaluated": len(st["evaluated"]),
                          "accuracy": st["best"]["accuracy"], "predicted_ms": float(pred.latency(idx[None])[0]),
-                         "measured_ms": measured["median_ms"]})
+                         "measured_ms": measured["median_ms"], "arch": arch})
     print(f"{args.space} at {res}px x{wm}, {args.data} (<= {args.train_limit} per split), supernet {args.epochs} epochs, "
           f"{args.weight_sharing} candidates, budget {args.latency_ms} ms, backend {backend.backend} {backend.threads} thread(s); "
           f"{evo_cfg.evaluations} candidates per strategy; {time.time() - t0:.0f} s")
@@ -96,6 +99,8 @@ def main() -> None:
         ok = r["measured_ms"] <= 1.05 * args.latency_ms
         print(f"{r['seed']:>4} {r['strategy']:>10} {r['evaluated']:>9} {100 * r['accuracy']:>7.2f} "
               f"{r['predicted_ms']:>8.3f} {r['measured_ms']:>8.3f} {str(ok):>8}")
+    if args.json:
+        write_json_atomic(args.json, {"latency_ms": args.latency_ms, "table": args.table, "rows": rows})
     for name in ("evolution", "random"):
         accs = [100 * r["accuracy"] for r in rows if r["strategy"] == name]
         print(f"mean winner accuracy, {name}: {np.mean(accs):.2f}% (+- {np.std(accs):.2f})")
