@@ -142,12 +142,20 @@ def import_proxyless_yaml(path: str | Path) -> LatencyTable:
             raise InputError(f"{where}: converts to {new!r}, which another entry already produced.")
         entries[new] = _entry(value, where=where, spread="var")
     resolution = _stem_resolution(list(entries), str(p))
+    return _imported_table(
+        p, entries, name="pixel1", resolution=resolution, space="proxyless", source="proxyless",
+        processor="unknown (Google Pixel 1 per the ProxylessNAS paper's mobile setting; the file names no device)",
+        framework="TensorFlow Lite (ProxylessNAS paper, mobile setting)")
+
+
+def _imported_table(p: Path, entries: dict[str, dict[str, Any]], *, name: str, resolution: int, space: str,
+                    source: str, processor: str, framework: str) -> LatencyTable:
+    """The table of an imported file: entries sorted, a device header saying where they came from."""
     device = {
-        "name": "pixel1", "backend": "imported", "batch": 1, "dtype": "float32", "resolution": resolution,
-        "width_mult": 1.0, "num_classes": _classes(entries), "spaces": ["proxyless"],
-        "processor": "unknown (Google Pixel 1 per the ProxylessNAS paper's mobile setting; the file names no device)",
-        "framework": "TensorFlow Lite (ProxylessNAS paper, mobile setting)",
-        "source": f"imported:proxyless {p.name}", "stat": "mean",
+        "name": name, "backend": "imported", "batch": 1, "dtype": "float32", "resolution": resolution,
+        "width_mult": 1.0, "num_classes": _classes(entries), "spaces": [space],
+        "processor": processor, "framework": framework,
+        "source": f"imported:{source} {p.name}", "stat": "mean",
     }
     return LatencyTable(device=device, entries=dict(sorted(entries.items())), created=utc_now(), path=str(p))
 
@@ -180,14 +188,10 @@ def import_ofa_yaml(path: str | Path, *, resolution: int | None = None) -> Laten
     inferred = _stem_resolution(list(entries), str(p))
     if resolution is not None and resolution != inferred:
         raise InputError(f"{p}: the stem key is at resolution {inferred}, not the requested {resolution}.")
-    device = {
-        "name": "note10", "backend": "imported", "batch": 1, "dtype": "float32", "resolution": inferred,
-        "width_mult": 1.0, "num_classes": _classes(entries), "spaces": ["ofa-mbv3"],
-        "processor": "unknown (Samsung Note10 per the Once-for-All lookup-table path ofa/note10/)",
-        "framework": "TensorFlow Lite (Once-for-All)",
-        "source": f"imported:ofa {p.name}", "stat": "mean",
-    }
-    return LatencyTable(device=device, entries=dict(sorted(entries.items())), created=utc_now(), path=str(p))
+    return _imported_table(
+        p, entries, name="note10", resolution=inferred, space="ofa-mbv3", source="ofa",
+        processor="unknown (Samsung Note10 per the Once-for-All lookup-table path ofa/note10/)",
+        framework="TensorFlow Lite (Once-for-All)")
 
 
 def _classes(entries: dict[str, Any]) -> int | None:
