@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.measure:
             from hwnas.profile.backend import BackendConfig, measure_module
 
-            cfg = BackendConfig.from_header(table.device)
+            cfg = BackendConfig.from_header(table.device, commands=None)
             torch.manual_seed(0)
             net = build_model(space.resolve(space.decode(best, **settings))).eval()
             row["measured_latency_ms"] = measure_module(net, input_shape=(cfg.batch, 3, res, res), config=cfg,

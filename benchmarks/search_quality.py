@@ -61,7 +61,7 @@ def main() -> None:
     model = LatencyModel.load(args.table)
     res = int(table.device["resolution"])
     wm = float(table.device.get("width_mult", 1.0))
-    backend = BackendConfig.from_header(table.device)
+    backend = BackendConfig.from_header(table.device, commands=None)
     evo_cfg = EvolutionConfig(population=args.population, generations=args.generations, top_k=max(2, args.population // 5))
     rows = []
     t0 = time.time()

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from hwnas.errors import InputError
+from hwnas.safeio import short
 from hwnas.space import SearchSpace, load_space, space_names
 from hwnas.space_schema import is_ref
 
@@ -51,10 +52,10 @@ def _ofa_layout(sp: SearchSpace) -> list[tuple[str, list[tuple[str, str]]]]:
 def _int_list(raw: Mapping[str, Any], key: str, n: int, where: str) -> list[Any]:
     v = raw.get(key)
     if not isinstance(v, list) or len(v) != n:
-        raise InputError(f"{where}: field {key!r} must be a list of {n} numbers, got {v!r}.")
+        raise InputError(f"{where}: field {short(key)} must be a list of {n} numbers, got {short(v)}.")
     for i, x in enumerate(v):
         if isinstance(x, bool) or not isinstance(x, (int, float)):
-            raise InputError(f"{where}: {key}[{i}] must be a number, got {x!r}.")
+            raise InputError(f"{where}: {key}[{i}] must be a number, got {short(x)}.")
     return v
 
 
@@ -62,12 +63,12 @@ def _resolution(raw: Mapping[str, Any], where: str) -> int | None:
     r = raw.get("r", raw.get("image_size"))
     if isinstance(r, list):
         if len(r) != 1:
-            raise InputError(f"{where}: field 'r' must be one resolution, got {r!r}.")
+            raise InputError(f"{where}: field 'r' must be one resolution, got {short(r)}.")
         r = r[0]
     if r is None:
         return None
     if isinstance(r, bool) or not isinstance(r, int) or r < 8:
-        raise InputError(f"{where}: field 'r' must be an integer resolution >= 8, got {r!r}.")
+        raise InputError(f"{where}: field 'r' must be an integer resolution >= 8, got {short(r)}.")
     return r
 
 
@@ -92,9 +93,9 @@ def ofa_to_arch(raw: Any, *, space: str | SearchSpace = OFA_DEFAULT_SPACE, resol
         raise InputError(f"{where}: must be a JSON object with 'ks', 'e' and 'd'.")
     unknown = sorted(set(raw) - _OFA_KEYS)
     if unknown:
-        raise InputError(f"{where}: unknown field {unknown[0]!r} (expected ks, e, d and optionally r, wid).")
+        raise InputError(f"{where}: unknown field {short(unknown[0])} (expected ks, e, d and optionally r, wid).")
     if raw.get("wid") not in (None, 0):
-        raise InputError(f"{where}: field 'wid' is {raw['wid']!r}; only the fixed-width OFA networks (wid null) are supported.")
+        raise InputError(f"{where}: field 'wid' is {short(raw['wid'])}; only the fixed-width OFA networks (wid null) are supported.")
     layout = _ofa_layout(sp)
     n_slots = sum(len(slots) for _, slots in layout)
     ks = _int_list(raw, "ks", n_slots, where)
@@ -105,13 +106,13 @@ def ofa_to_arch(raw: Any, *, space: str | SearchSpace = OFA_DEFAULT_SPACE, resol
     i = 0
     for si, (depth_name, slots) in enumerate(layout):
         if ds[si] not in opts[depth_name]:
-            raise InputError(f"{where}: d[{si}] = {ds[si]!r} is not a depth of space {sp.name} (options: {list(opts[depth_name])}).")
+            raise InputError(f"{where}: d[{si}] = {short(ds[si])} is not a depth of space {sp.name} (options: {list(opts[depth_name])}).")
         choices[depth_name] = ds[si]
         for j, (k_name, e_name) in enumerate(slots):
             if j < ds[si]:  # a used slot; unused slots are ignored
                 for field, vals, name in (("ks", ks, k_name), ("e", es, e_name)):
                     if vals[i] not in opts[name]:
-                        raise InputError(f"{where}: {field}[{i}] = {vals[i]!r} is not an option of {name} "
+                        raise InputError(f"{where}: {field}[{i}] = {short(vals[i])} is not an option of {name} "
                                          f"in space {sp.name} (options: {list(opts[name])}).")
                     choices[name] = vals[i]
             i += 1
@@ -133,7 +134,7 @@ def _layer_of(block: Any, i: int, where: str) -> dict[str, Any]:
             raise InputError(f"{where}: blocks[{i}] is a ZeroLayer without a shortcut (a block that outputs zeros).")
         return {"skip": True}
     if conv.get("name") != "MBInvertedConvLayer":
-        raise InputError(f"{where}: blocks[{i}].mobile_inverted_conv.name is {conv.get('name')!r}; "
+        raise InputError(f"{where}: blocks[{i}].mobile_inverted_conv.name is {short(conv.get('name'))}; "
                          "expected MBInvertedConvLayer or ZeroLayer.")
     try:
         return {"skip": False, "cin": int(conv["in_channels"]), "cout": int(conv["out_channels"]),

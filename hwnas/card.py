@@ -89,9 +89,10 @@ def render_markdown(card: dict[str, Any]) -> str:
         lines.append("Not measured (needs --weights and --data).")
     lines += [
         "", "## Latency", "",
-        f"Measured with backend `{lat['backend']}`, {lat['threads']} thread(s), batch {lat['batch']}, "
-        f"median of {lat['repeats']} runs after {lat['warmup']} warm-up runs"
-        + (f", on {lat['processor']}" if lat.get("processor") else "") + ".",
+        (f"Measured with backend `{lat['backend']}`, {lat['threads']} thread(s), batch {lat['batch']}, "
+         f"median of {lat['repeats']} runs after {lat['warmup']} warm-up runs"
+         + (f", on {lat['processor']}" if lat.get("processor") else "") + "."
+         if lat.get("measured", True) else "Not measured: the latency is predicted only (see the note below)."),
         "",
         "| model | predicted | measured (median) | p10 - p90 | relative error |",
         "|---|---|---|---|---|",

@@ -6,3 +6,7 @@ class InputError(ValueError):
 
     The message is one sentence that names the offending field or file.
     """
+
+
+class IgnoredFieldWarning(UserWarning):
+    """A field of an untrusted file was ignored on purpose (e.g. a command in a table header)."""

@@ -98,14 +98,19 @@ class _Prepared:
     extra: dict[str, Any]  # the checkpoint's other fields (accuracy, config, preprocessing)
     ds: Any  # hwnas.data.Dataset | None, normalized as in training
     preprocessing: dict[str, Any] | None
-    config: Any  # hwnas.profile.backend.BackendConfig of the measurement
+    config: Any  # hwnas.profile.backend.BackendConfig of the measurement; None: predicted only
     processor: str
     predicted_ms: float | None
     prediction: dict[str, Any] | None
 
 
-def _latency_settings(space: SearchSpace, arch: dict[str, Any], *, table: str | None, dynamic_batch: bool):
-    """Backend config, processor name, predicted latency (ms) and prediction details."""
+def _latency_settings(space: SearchSpace, arch: dict[str, Any], *, table: str | None, dynamic_batch: bool,
+                      commands: Any):
+    """Backend config (None: predicted only), processor name, predicted latency (ms) and prediction details.
+
+    A table measured on a ``remote`` device is measured on again only with the user's ``commands``
+    (``hwnas.profile.device_config.RemoteCommands``); without them the latency is predicted only.
+    """
     from hwnas.profile.backend import BackendConfig, make_backend
 
     predicted, prediction = None, None
@@ -113,12 +118,15 @@ def _latency_settings(space: SearchSpace, arch: dict[str, Any], *, table: str | 
         from hwnas.latency.model import LatencyModel
 
         lm = LatencyModel.load(table)
-        config = BackendConfig.from_header(lm.table.device)
         pred = lm.predict(arch, space=space)
         predicted = float(pred.latency_ms)
         prediction = {"table": str(table), "calibrated": pred.calibrated, "lut_sum_ms": pred.lut_sum_ms,
                       "estimated_keys": list(pred.estimated), "table_host": lm.table.device.get("host"),
-                      "table_processor": lm.table.device.get("processor")}
+                      "table_processor": lm.table.device.get("processor"),
+                      "table_backend": lm.table.device.get("backend")}
+        if lm.table.device.get("backend") == "remote" and commands is None:
+            return None, prediction["table_processor"] or "", predicted, prediction
+        config = BackendConfig.from_header(lm.table.device, commands=commands, origin=f"latency table {table}")
     else:
         config = BackendConfig(backend="ort-cpu", threads=1)
     if config.batch != 1 and not dynamic_batch:
@@ -133,7 +141,7 @@ def _latency_settings(space: SearchSpace, arch: dict[str, Any], *, table: str | 
 
 
 def _prepare(space: SearchSpace, arch: dict[str, Any], *, options: ExportOptions, weights: str | None,
-             data: str | None, table: str | None) -> _Prepared:
+             data: str | None, table: str | None, commands: Any) -> _Prepared:
     from hwnas.data import load_dataset
     from hwnas.retrain import preprocessing_record
     from hwnas.weights import check_same_arch, read_weights
@@ -142,7 +150,8 @@ def _prepare(space: SearchSpace, arch: dict[str, Any], *, options: ExportOptions
         raise InputError("--int8 static needs --data (calibration batches from the training split).")
     resolution = int(arch["resolution"])
     config, processor, predicted, prediction = _latency_settings(space, arch, table=table,
-                                                                 dynamic_batch=options.dynamic_batch)
+                                                                 dynamic_batch=options.dynamic_batch,
+                                                                 commands=commands)
     state, trained_arch, extra = None, None, {}
     if weights:
         state, trained_arch, extra = read_weights(weights)
@@ -176,11 +185,16 @@ def _parity_json(name: str, parity) -> dict[str, Any]:
             "batch_sizes": list(parity.batch_sizes), "output_scale": parity.output_scale}
 
 
-def _latency_row(model: str, stats: dict[str, Any], predicted: float | None) -> dict[str, Any]:
+def _latency_row(model: str, stats: dict[str, Any] | None, predicted: float | None) -> dict[str, Any]:
+    """One latency row; ``stats`` None: not measured (predicted only)."""
+    stat_keys = ("mean_ms", "std_ms", "p10_ms", "p90_ms", "count")
+    if stats is None:
+        return {"model": model, "predicted_ms": predicted, "measured_ms": None, "relative_error": None,
+                **{k: None for k in stat_keys}}
     measured = float(stats["median_ms"])
     rel = None if predicted is None or measured <= 0 else (predicted - measured) / measured
     return {"model": model, "predicted_ms": predicted, "measured_ms": measured, "relative_error": rel,
-            **{k: stats[k] for k in ("mean_ms", "std_ms", "p10_ms", "p90_ms", "count")}}
+            **{k: stats[k] for k in stat_keys}}
 
 
 @dataclass
@@ -283,12 +297,18 @@ def _assemble(b: _Build, space: SearchSpace, arch: dict[str, Any], p: _Prepared,
         bar.update(1)
 
     stage("latency")
-    shape = [p.config.batch, 3, res, res]
+    shape = [p.config.batch if p.config else 1, 3, res, res]
 
-    def measure(path: Path) -> dict[str, Any]:
+    def measure(path: Path) -> dict[str, Any] | None:
+        if p.config is None:
+            return None
         return measure_onnx_file(path, input_shape=shape, config=p.config, repeats=options.repeats,
                                  warmup=options.warmup)
 
+    if p.config is None:
+        b.notes.append(f"Latency is predicted only: latency table {(p.prediction or {}).get('table')} was measured "
+                       f"on a remote device and no --device-config (or --run-cmd) was given, so nothing was "
+                       f"measured (hwnas never runs commands from a table).")
     b.rows.append(_latency_row("fp32 ONNX", measure(onnx_path), p.predicted_ms))
     if ort_path is not None:
         b.rows.append(_latency_row(f"fp32 ORT format ({options.ort_platform})", measure(ort_path), None))
@@ -296,7 +316,7 @@ def _assemble(b: _Build, space: SearchSpace, arch: dict[str, Any], p: _Prepared,
         b.rows.append(_latency_row(f"int8 {options.int8} ONNX", measure(q_path), None))
         b.int8["measured_latency_ms"] = b.rows[-1]["measured_ms"]
     table_host = (p.prediction or {}).get("table_host")
-    if table_host and p.config.backend != "remote" and table_host != socket.gethostname():
+    if table_host and p.config is not None and p.config.backend != "remote" and table_host != socket.gethostname():
         b.notes.append(f"The latency table was measured on host {table_host}; this measurement ran on "
                        f"{socket.gethostname()}.")
     bar.update(1)
@@ -306,7 +326,9 @@ def _assemble(b: _Build, space: SearchSpace, arch: dict[str, Any], p: _Prepared,
     b.files.append("arch.json")
     cost = CostCounter().blocks(space.resolve(arch))
     pred = p.prediction or {}
-    latency = {"backend": p.config.backend, "threads": p.config.threads, "batch": p.config.batch,
+    cfg = p.config
+    latency = {"backend": cfg.backend if cfg else pred.get("table_backend"), "measured": cfg is not None,
+               "threads": cfg.threads if cfg else None, "batch": cfg.batch if cfg else None,
                "repeats": options.repeats, "warmup": options.warmup, "processor": p.processor,
                "table": pred.get("table"), "prediction": "calibrated LUT sum" if pred.get("calibrated") else "LUT sum",
                "prediction_details": p.prediction, "rows": b.rows, "notes": b.notes}
@@ -323,7 +345,7 @@ def _assemble(b: _Build, space: SearchSpace, arch: dict[str, Any], p: _Prepared,
 
 def export_model(space: SearchSpace, arch: dict[str, Any], *, out_dir: str | Path, options: ExportOptions,
                  weights: str | None = None, data: str | None = None, table: str | None = None,
-                 progress: bool = True) -> dict[str, Any]:
+                 commands: Any = None, progress: bool = True) -> dict[str, Any]:
     """Exports, verifies, optionally converts/quantizes, measures and documents one architecture.
 
     Args:
@@ -335,6 +357,8 @@ def export_model(space: SearchSpace, arch: dict[str, Any], *, out_dir: str | Pat
             randomized batch norms (useful for latency only).
         data: Dataset spec for static int8 calibration and held-out accuracy.
         table: Latency table: its latency model predicts, its backend settings measure.
+        commands: The user's ``RemoteCommands`` for a table measured on a ``remote`` device; without
+            them such a table's latency is predicted only (a table's own commands are never run).
         progress: Show a tqdm bar of the stages on stderr.
 
     Returns:
@@ -349,7 +373,7 @@ def export_model(space: SearchSpace, arch: dict[str, Any], *, out_dir: str | Pat
     options.validate()
     out = Path(out_dir)
     check_target(out, force=options.force)
-    prepared = _prepare(space, arch, options=options, weights=weights, data=data, table=table)
+    prepared = _prepare(space, arch, options=options, weights=weights, data=data, table=table, commands=commands)
     n_stages = 3 + int(options.ort) + int(options.int8 is not None) + int(prepared.ds is not None and prepared.trained)
     staging = staging_folder(out)
     bar = tqdm(total=n_stages, desc=f"export {options.name}", unit="stage", file=sys.stderr, disable=not progress)

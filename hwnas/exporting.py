@@ -82,9 +82,10 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 # ---- output folder -------------------------------------------------------------------------
 
 def check_target(out: Path, *, force: bool) -> None:
-    """Refuses a target that is a file, or a non-empty folder without ``force``."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a folder.")
+    """Refuses a target that is a file or cannot be written, or a non-empty folder without ``force``."""
+    from hwnas.safeio import check_output_dir
+
+    check_output_dir(out)
     if out.is_dir() and any(out.iterdir()) and not force:
         raise InputError(f"--out {out} exists and is not empty; pass --force to replace it.")
 

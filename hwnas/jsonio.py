@@ -9,24 +9,27 @@ from pathlib import Path
 from typing import Any
 
 from hwnas.errors import InputError
+from hwnas.safeio import MAX_JSON_BYTES, read_bounded_bytes
 
 
 def read_json(path: str | os.PathLike, *, what: str) -> Any:
-    """Reads a JSON file; a missing or malformed file raises ``InputError`` naming it.
+    """Reads a JSON file of at most ``MAX_JSON_BYTES``; a missing, oversized or malformed file raises
+    ``InputError`` naming it.
 
     Args:
         path: File to read.
         what: What the file is, for the message (e.g. "arch file").
     """
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{what} {p} does not exist.")
+    data = read_bounded_bytes(p, what=what, limit=MAX_JSON_BYTES)
     try:
-        return json.loads(p.read_text())
+        return json.loads(data.decode("utf-8"))
     except json.JSONDecodeError as exc:
         raise InputError(f"{what} {p} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).") from None
     except UnicodeDecodeError:
         raise InputError(f"{what} {p} is not a UTF-8 text file.") from None
+    except RecursionError:
+        raise InputError(f"{what} {p} nests its JSON too deeply.") from None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import matplotlib
 
@@ -67,3 +67,35 @@ def alpha_heatmap(history: Sequence[dict[str, Any]], *, decision_names: Sequence
     ax.set_title(title)
     fig.colorbar(im, ax=ax, label="probability")
     return _save(fig, path)
+
+
+def write_controller_plot(samples: list[dict[str, Any]], curve: list[dict[str, Any]], *,
+                          used_latency: Callable[[dict[str, Any]], float], target: float, path, title: str):
+    """MnasNet: mean reward and baseline per controller step (left); every sampled model's latency, ms,
+    as ``used_latency`` gives it (right)."""
+    import io
+
+    import numpy as np
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    steps = [s["step"] for s in curve]
+    ax1.plot(steps, [s["mean_reward"] for s in curve], label="mean reward")
+    ax1.plot(steps, [s["baseline"] for s in curve], label="baseline", linestyle="--")
+    ax1.set_xlabel("controller step")
+    ax1.set_ylabel("reward ACC·(LAT/T)^w")
+    ax1.grid(alpha=0.3)
+    ax1.legend(fontsize=8)
+    ax2.scatter([r["step"] + 1 for r in samples], [used_latency(r) for r in samples], s=6, alpha=0.4,
+                label="sampled models")
+    ax2.plot(steps, [np.mean([used_latency(r) for r in samples if r["step"] + 1 == s]) for s in steps],
+             color="black", label="mean")
+    ax2.axhline(target, color="tab:red", linestyle="--", label=f"T = {target:g} ms")
+    ax2.set_xlabel("controller step")
+    ax2.set_ylabel("latency (ms)")
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize=8)
+    fig.suptitle(title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())

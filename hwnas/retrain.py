@@ -36,6 +36,7 @@ from hwnas.checkpoint import load_checkpoint, save_checkpoint
 from hwnas.data import Dataset, batches, load_dataset, num_batches
 from hwnas.errors import InputError
 from hwnas.jsonio import atomic_write_bytes, write_json_atomic
+from hwnas.safeio import check_output_dir
 from hwnas.space import SearchSpace
 from hwnas.train import classification_loss, cosine_lr, evaluate, make_sgd, set_lr
 
@@ -134,16 +135,6 @@ def _check_resumable(state: Any, *, arch: dict[str, Any], config: TrainConfig, p
                              f"with {saved.get(f.name)!r}; resume with the same settings.")
 
 
-def _writable_dir(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".hwnas-write-probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise InputError(f"--out {out} cannot be written ({exc.strerror or exc}).") from None
-
-
 def train_arch(space: SearchSpace, arch: dict[str, Any], *, config: TrainConfig, out_dir: str | Path,
                resume: bool = False, progress: bool = True,
                on_epoch_end: Callable[[int], None] | None = None) -> TrainResult:
@@ -166,7 +157,7 @@ def train_arch(space: SearchSpace, arch: dict[str, Any], *, config: TrainConfig,
             existing run without ``resume``, a checkpoint from other settings, an unwritable folder.
     """
     config.validate()
-    out = Path(out_dir)
+    out = check_output_dir(out_dir)
     ckpt_path = out / "checkpoint.pt"
     state = None
     if ckpt_path.exists():
@@ -179,7 +170,10 @@ def train_arch(space: SearchSpace, arch: dict[str, Any], *, config: TrainConfig,
     if ds.num_classes != arch["num_classes"]:
         raise InputError(f"--data {config.data} has {ds.num_classes} classes, but the architecture has "
                          f"num_classes {arch['num_classes']} (set it with --num-classes or in the arch file).")
-    _writable_dir(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {out} cannot be written ({exc.strerror or exc}).") from None
     resolution = int(arch["resolution"])
     preprocessing = preprocessing_record(ds, resolution=resolution)
 

@@ -22,6 +22,7 @@ import numpy as np
 from hwnas.blocks import Block, make_divisible
 from hwnas.errors import InputError
 from hwnas.jsonio import read_json
+from hwnas.safeio import check_name, short
 from hwnas.space_schema import Decision, FixedLayer, SpaceSpec, Stage, is_ref, parse_space
 
 #: ``search_spaces/`` at the repository root (hwnas is installed in editable mode by the Makefile).
@@ -36,6 +37,9 @@ def space_names() -> list[str]:
 def load_space(name_or_path: str | Path) -> "SearchSpace":
     """Loads a space by shipped name (``proxyless``) or by path to a space file.
 
+    Only for names and paths from the command line: a space named inside a file (an arch file's
+    ``space``, a checkpoint's arch) goes through ``load_named_space``, which never reads a path.
+
     Raises:
         InputError: for an unknown name, a missing or malformed file.
     """
@@ -43,10 +47,35 @@ def load_space(name_or_path: str | Path) -> "SearchSpace":
     if p.suffix != ".json" and not p.exists():
         candidate = SPACES_DIR / f"{name_or_path}.json"
         if not candidate.exists():
-            raise InputError(f"space {str(name_or_path)!r} is unknown (shipped spaces: {', '.join(space_names())}).")
+            raise InputError(f"space {short(str(name_or_path))} is unknown (shipped spaces: {', '.join(space_names())}).")
         p = candidate
     raw = read_json(p, what="space file")
     return SearchSpace(parse_space(raw, origin=str(p)))
+
+
+def load_named_space(name: Any, *, field: str) -> "SearchSpace":
+    """Loads a shipped space by the plain name a file gives (``field`` names it in messages).
+
+    Raises:
+        InputError: for anything but a shipped space's name (a path, ``..``, an unknown name).
+    """
+    check_name(name, field=field)
+    if name not in space_names():
+        raise InputError(f"{field} {short(name)} is not a shipped space (shipped spaces: {', '.join(space_names())}); "
+                         f"pass --space FILE for a space of your own.")
+    return load_space(SPACES_DIR / f"{name}.json")
+
+
+def space_of_choices(choices: Mapping[str, Any]) -> str | None:
+    """The shipped space whose decisions are exactly these choice names, if any (for messages)."""
+    keys = set(choices)
+    for n in space_names():
+        try:
+            if {d.name for d in load_space(SPACES_DIR / f"{n}.json").decisions} == keys:
+                return n
+        except InputError:
+            continue
+    return None
 
 
 @dataclass(frozen=True)
@@ -132,7 +161,7 @@ class SearchSpace:
         """The architecture of a named preset (e.g. ``mobilenet_v2``)."""
         if name not in self.spec.presets:
             known = ", ".join(self.presets) or "none"
-            raise InputError(f"preset {name!r} is not in space {self.name} (presets: {known}).")
+            raise InputError(f"preset {short(name)} is not in space {self.name} (presets: {known}).")
         return self.make_arch(self.spec.presets[name], resolution=resolution, width_mult=width_mult,
                               num_classes=num_classes)
 
@@ -149,21 +178,25 @@ class SearchSpace:
             raise InputError(f"{where}: must be a JSON object with 'space', 'resolution' and 'choices'.")
         unknown = set(arch) - {"space", "resolution", "width_mult", "num_classes", "choices"}
         if unknown:
-            raise InputError(f"{where}: unknown field {sorted(unknown)[0]!r} (allowed: space, resolution, width_mult, num_classes, choices).")
+            raise InputError(f"{where}: unknown field {short(sorted(unknown)[0])} (allowed: space, resolution, width_mult, num_classes, choices).")
         if arch.get("space") != self.name:
-            raise InputError(f"{where}.space: is {arch.get('space')!r}, but this is space {self.name!r}.")
+            raise InputError(f"{where}.space: is {short(arch.get('space'))}, but this is space {self.name!r}.")
         res = arch.get("resolution", self.spec.resolution)
         if isinstance(res, bool) or not isinstance(res, int) or res < 8:
-            raise InputError(f"{where}.resolution: must be an integer >= 8, got {res!r}.")
+            raise InputError(f"{where}.resolution: must be an integer >= 8, got {short(res)}.")
         wm = arch.get("width_mult", 1.0)
         if isinstance(wm, bool) or not isinstance(wm, (int, float)) or not (0.05 <= wm <= 4.0):
-            raise InputError(f"{where}.width_mult: must be a number in [0.05, 4], got {wm!r}.")
+            raise InputError(f"{where}.width_mult: must be a number in [0.05, 4], got {short(wm)}.")
         nc = arch.get("num_classes", self.spec.num_classes)
         if isinstance(nc, bool) or not isinstance(nc, int) or nc < 1:
-            raise InputError(f"{where}.num_classes: must be a positive integer, got {nc!r}.")
+            raise InputError(f"{where}.num_classes: must be a positive integer, got {short(nc)}.")
         choices = arch.get("choices")
         if not isinstance(choices, dict):
             raise InputError(f"{where}.choices: must be an object of decision → option.")
+        if set(choices) != set(self._index):
+            other = space_of_choices(choices)
+            if other is not None and other != self.name:
+                raise InputError(f"{where}: its choices are for space {other!r}, not {self.name!r}.")
         for k in choices:
             if k not in self._index:
                 raise InputError(f"{where}.choices.{k}: is not a decision of space {self.name}.")
@@ -174,7 +207,7 @@ class SearchSpace:
             v = choices[d.name]
             opt = next((o for o in d.options if o == v and isinstance(o, str) == isinstance(v, str)), None)
             if opt is None or isinstance(v, bool):
-                raise InputError(f"{where}.choices.{d.name}: {v!r} is not an option (options: {list(d.options)}).")
+                raise InputError(f"{where}.choices.{d.name}: {short(v)} is not an option (options: {list(d.options)}).")
             norm[d.name] = opt
         return {"space": self.name, "resolution": res, "width_mult": float(wm), "num_classes": nc, "choices": norm}
 

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from hwnas.blocks import ACTIVATIONS, FIXED_OPS, STAGE_OPS
 from hwnas.errors import InputError
+from hwnas.safeio import short
 
 FORMAT = "hwnas.space/1"
 
@@ -128,13 +129,13 @@ def _check_keys(w: _Where, field: str, obj: Any, allowed: tuple[str, ...], requi
 
 def _int(w: _Where, field: str, value: Any, *, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise w.fail(field, f"must be an integer >= {minimum}, got {value!r}")
+        raise w.fail(field, f"must be an integer >= {minimum}, got {short(value)}")
     return value
 
 
 def _num(w: _Where, field: str, value: Any, *, lo: float, hi: float = math.inf) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (lo <= value <= hi):
-        raise w.fail(field, f"must be a number in [{lo}, {hi}], got {value!r}")
+        raise w.fail(field, f"must be a number in [{lo}, {hi}], got {short(value)}")
     return float(value)
 
 
@@ -142,7 +143,7 @@ def _check_field_value(w: _Where, field: str, name: str, value: Any, ops: Mappin
     """Checks one literal value of a layer field (also used for each option of a referenced decision)."""
     if name == "op":
         if value not in STAGE_OPS and value not in ops:
-            raise w.fail(field, f"{value!r} is neither an op ({', '.join(STAGE_OPS)}) nor an alias in ops")
+            raise w.fail(field, f"{short(value)} is neither an op ({', '.join(STAGE_OPS)}) nor an alias in ops")
     elif name == "kernel":
         if _int(w, field, value) % 2 == 0:
             raise w.fail(field, f"kernel must be odd, got {value}")
@@ -152,17 +153,17 @@ def _check_field_value(w: _Where, field: str, name: str, value: Any, ops: Mappin
         _num(w, field, value, lo=0.0, hi=1.0)
     elif name == "act":
         if value not in ACTIVATIONS:
-            raise w.fail(field, f"{value!r} is not one of {', '.join(ACTIVATIONS)}")
+            raise w.fail(field, f"{short(value)} is not one of {', '.join(ACTIVATIONS)}")
     elif name == "skip":
         if value not in SKIP_VALUES:
-            raise w.fail(field, f"{value!r} is not one of {', '.join(SKIP_VALUES)}")
+            raise w.fail(field, f"{short(value)} is not one of {', '.join(SKIP_VALUES)}")
 
 
 def _parse_fixed(w: _Where, field: str, obj: Any) -> FixedLayer:
     _check_keys(w, field, obj, FIXED_KEYS, ("op", "key"))
     op = obj["op"]
     if op not in FIXED_OPS:
-        raise w.fail(f"{field}.op", f"{op!r} is not one of {', '.join(FIXED_OPS)}")
+        raise w.fail(f"{field}.op", f"{short(op)} is not one of {', '.join(FIXED_OPS)}")
     if not isinstance(obj["key"], str) or not obj["key"]:
         raise w.fail(f"{field}.key", "must be a non-empty string (the latency-table key prefix)")
     out = obj.get("out")
@@ -196,16 +197,16 @@ def _parse_decisions(w: _Where, raw: Any) -> tuple[Decision, ...]:
         _check_keys(w, field, d, ("name", "options", "doc"), ("name", "options"))
         name = d["name"]
         if not isinstance(name, str) or not name or name.startswith("$"):
-            raise w.fail(f"{field}.name", f"must be a non-empty string not starting with '$', got {name!r}")
+            raise w.fail(f"{field}.name", f"must be a non-empty string not starting with '$', got {short(name)}")
         if name in seen:
-            raise w.fail(f"{field}.name", f"duplicate decision {name!r}")
+            raise w.fail(f"{field}.name", f"duplicate decision {short(name)}")
         seen.add(name)
         opts = d["options"]
         if not isinstance(opts, list) or not opts:
             raise w.fail(f"decisions[{i}] ({name}).options", "must be a non-empty list")
         for o in opts:
             if isinstance(o, bool) or not isinstance(o, (str, int, float)):
-                raise w.fail(f"decisions[{i}] ({name}).options", f"options must be strings or numbers, got {o!r}")
+                raise w.fail(f"decisions[{i}] ({name}).options", f"options must be strings or numbers, got {short(o)}")
         if len(set(opts)) != len(opts):
             raise w.fail(f"decisions[{i}] ({name}).options", "options must be distinct")
         out.append(Decision(name=name, options=tuple(opts), doc=str(d.get("doc", ""))))
@@ -220,7 +221,7 @@ def _parse_ops(w: _Where, raw: Any) -> dict[str, dict[str, Any]]:
     for alias, fields in raw.items():
         _check_keys(w, f"ops.{alias}", fields, LAYER_FIELDS, ("op",))
         if fields["op"] not in STAGE_OPS:
-            raise w.fail(f"ops.{alias}.op", f"{fields['op']!r} is not one of {', '.join(STAGE_OPS)}")
+            raise w.fail(f"ops.{alias}.op", f"{short(fields['op'])} is not one of {', '.join(STAGE_OPS)}")
         for k, v in fields.items():
             if is_ref(v):
                 raise w.fail(f"ops.{alias}.{k}", "aliases cannot reference decisions")
@@ -233,9 +234,9 @@ def _check_ref(w: _Where, field: str, ref: str, decisions: Mapping[str, Decision
                ops: Mapping[str, Any]) -> None:
     d = decisions.get(ref[1:])
     if d is None:
-        raise w.fail(field, f"references unknown decision {ref!r}")
+        raise w.fail(field, f"references unknown decision {short(ref)}")
     for o in d.options:
-        _check_field_value(w, f"{field} (option {o!r} of {d.name})", name, o, ops)
+        _check_field_value(w, f"{field} (option {short(o)} of {d.name})", name, o, ops)
 
 
 def _parse_stage(w: _Where, i: int, raw: Any, decisions: Mapping[str, Decision],
@@ -244,7 +245,7 @@ def _parse_stage(w: _Where, i: int, raw: Any, decisions: Mapping[str, Decision],
     _check_keys(w, field, raw, STAGE_KEYS, ("name", "out", "stride"))
     name = raw["name"]
     if not isinstance(name, str) or not name or "." in name:
-        raise w.fail(f"{field}.name", f"must be a non-empty string without '.', got {name!r}")
+        raise w.fail(f"{field}.name", f"must be a non-empty string without '.', got {short(name)}")
     field = f"stages[{i}] ({name})"
     has_layers, has_repeat = "layers" in raw, "repeat" in raw
     if has_layers == has_repeat:
@@ -270,7 +271,7 @@ def _parse_stage(w: _Where, i: int, raw: Any, decisions: Mapping[str, Decision],
     max_depth = len(templates) if has_layers else None
     depth_values = decisions[depth[1:]].options if is_ref(depth) and depth[1:] in decisions else [depth]
     if is_ref(depth) and depth[1:] not in decisions:
-        raise w.fail(f"{field}.depth", f"references unknown decision {depth!r}")
+        raise w.fail(f"{field}.depth", f"references unknown decision {short(depth)}")
     for dv in depth_values:
         _int(w, f"{field}.depth", dv)
         if max_depth is not None and dv > max_depth:
@@ -278,7 +279,7 @@ def _parse_stage(w: _Where, i: int, raw: Any, decisions: Mapping[str, Decision],
     width = raw.get("width", 1.0)
     for wv in decisions[width[1:]].options if is_ref(width) and width[1:] in decisions else [width]:
         if is_ref(wv):
-            raise w.fail(f"{field}.width", f"references unknown decision {width!r}")
+            raise w.fail(f"{field}.width", f"references unknown decision {short(width)}")
         _num(w, f"{field}.width", wv, lo=0.01)
     return Stage(
         name=name,
@@ -308,7 +309,7 @@ def parse_space(raw: Any, *, origin: str) -> SpaceSpec:
     w = _Where(origin)
     _check_keys(w, "space", raw, SPACE_KEYS, ("format", "name", "resolution", "stem", "stages", "head", "decisions"))
     if raw["format"] != FORMAT:
-        raise w.fail("format", f"must be {FORMAT!r}, got {raw['format']!r}")
+        raise w.fail("format", f"must be {FORMAT!r}, got {short(raw['format'])}")
     name = raw["name"]
     if not isinstance(name, str) or not name:
         raise w.fail("name", "must be a non-empty string")
@@ -336,10 +337,10 @@ def parse_space(raw: Any, *, origin: str) -> SpaceSpec:
         raise w.fail(f"decisions ({unused[0]})", "is declared but no stage uses it")
     se_style = raw.get("se_style", "ofa")
     if se_style not in SE_STYLES:
-        raise w.fail("se_style", f"{se_style!r} is not one of {', '.join(SE_STYLES)}")
+        raise w.fail("se_style", f"{short(se_style)} is not one of {', '.join(SE_STYLES)}")
     shuffle_proj = raw.get("shuffle_proj", "half")
     if shuffle_proj not in SHUFFLE_PROJ:
-        raise w.fail("shuffle_proj", f"{shuffle_proj!r} is not one of {', '.join(SHUFFLE_PROJ)}")
+        raise w.fail("shuffle_proj", f"{short(shuffle_proj)} is not one of {', '.join(SHUFFLE_PROJ)}")
     presets = raw.get("presets", {})
     if not isinstance(presets, dict):
         raise w.fail("presets", "must be an object of preset name → choices")

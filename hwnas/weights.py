@@ -14,6 +14,7 @@ from torch import nn
 
 from hwnas.checkpoint import load_checkpoint
 from hwnas.errors import InputError
+from hwnas.safeio import short
 
 
 def state_dict_of(obj: Any, *, source: str) -> dict[str, torch.Tensor]:
@@ -66,13 +67,13 @@ def check_same_arch(trained: Mapping[str, Any], arch: Mapping[str, Any], *, sour
     """
     for field in ("space", "width_mult", "num_classes"):
         if trained.get(field) != arch.get(field):
-            raise InputError(f"{source} was trained for {field} {trained.get(field)!r}, "
-                             f"but the architecture has {arch.get(field)!r}.")
+            raise InputError(f"{source} was trained for {field} {short(trained.get(field))}, "
+                             f"but the architecture has {short(arch.get(field))}.")
     theirs, ours = trained.get("choices", {}), arch.get("choices", {})
     for name, value in ours.items():
         if theirs.get(name) != value:
-            raise InputError(f"{source} was trained with choices.{name} = {theirs.get(name)!r}, "
-                             f"but the architecture has {value!r}.")
+            raise InputError(f"{source} was trained with choices.{name} = {short(theirs.get(name))}, "
+                             f"but the architecture has {short(value)}.")
 
 
 def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, dict[str, Any]]:

@@ -114,11 +114,21 @@ def test_torch_threads_are_restored_after_timing():
 
 
 def test_backend_config_round_trips_through_the_header():
-    c = BackendConfig(backend="remote", threads=2, device_name="pixel7", push_cmd="adb push {model} /x/",
-                      run_cmd="adb shell /x/perf {name}", parser="ort-perf-test")
+    """The header records the settings, never the commands; they come back only from the user."""
+    from hwnas.profile.device_config import RemoteCommands
+
+    commands = RemoteCommands(push_cmd="adb push {model} /x/", run_cmd="adb shell /x/perf {name}",
+                              parser="ort-perf-test", serial="R58")
+    c = BackendConfig(backend="remote", threads=2, device_name="pixel7").with_commands(commands)
     h = c.header()
-    assert h["name"] == "pixel7" and "device_name" not in h and "info_cmd" not in h
-    assert BackendConfig.from_header({**h, "host": "h", "resolution": 224, "spaces": ["x"]}) == c
+    assert h["name"] == "pixel7" and h["serial"] == "R58" and h["parser"] == "ort-perf-test"
+    assert not {"device_name", "push_cmd", "run_cmd", "info_cmd"} & set(h)
+    header = {**h, "host": "h", "resolution": 224, "spaces": ["x"], "run_cmd": "touch PWNED"}
+    assert BackendConfig.from_header(header, commands=commands) == c
+    with pytest.raises(InputError, match="never runs commands from a file"):
+        BackendConfig.from_header(header, commands=None)
+    local = BackendConfig.from_header({"backend": "ort-cpu", "threads": 1, "run_cmd": "x"}, commands=None)
+    assert local.run_cmd == "" and local.backend == "ort-cpu"
 
 
 def test_grouped_export_cuts_out_each_block_exactly(tmp_path):

@@ -19,6 +19,7 @@ from hwnas.blocks import op_key
 from hwnas.errors import InputError
 from hwnas.latency.table import LatencyTable
 from hwnas.profile.backend import BackendConfig, measure_module, measure_onnx_file
+from hwnas.profile.device_config import RemoteCommands
 from hwnas.profile.parsers import get_parser
 from hwnas.space import load_space
 from tests.conftest import TOY_SPACE, cli_json, run_cli
@@ -63,9 +64,10 @@ def test_parsers_read_the_tools_average_in_ms():
 
 
 def _remote_args(device_dir: Path, runs: int = 20, sleep: float = 0.0) -> list[str]:
-    pause = f"sleep {sleep} && " if sleep else ""
-    return ["--backend", "remote", "--push-cmd", f"cp {{model}} {device_dir}/",
-            "--run-cmd", f"{pause}{sys.executable} {FAKE} -r {runs} -x {{threads}} {device_dir}/{{name}}",
+    run = f"{sys.executable} {FAKE} -r {runs} -x {{threads}} {device_dir}/{{name}}"
+    if sleep:  # templates run without a shell: a chain needs an explicit one, the model as an argument
+        run = f"sh -c 'sleep {sleep} && exec \"$@\"' sh {run}"
+    return ["--backend", "remote", "--push-cmd", f"cp {{model}} {device_dir}/", "--run-cmd", run,
             "--parser", "ort-perf-test"]
 
 
@@ -82,10 +84,13 @@ def test_remote_profile_through_the_stand_in_device(tmp_path):
     for e in table.entries.values():
         assert e["count"] == 2 and 0 < e["median_ms"] < 100
     d = table.device
-    assert d["name"] == "stand-in" and d["parser"] == "ort-perf-test" and "{name}" in d["run_cmd"]
-    # end-to-end measurement with the table's own settings (what latency validation does)
+    assert d["name"] == "stand-in" and d["parser"] == "ort-perf-test"
+    assert not {"push_cmd", "run_cmd", "info_cmd"} & set(d)  # a table records what measured it, never commands
+    # end-to-end measurement with the table's settings and the user's commands (what latency validation does)
+    commands = RemoteCommands(push_cmd=f"cp {{model}} {dev}/", run_cmd=f"{sys.executable} {FAKE} -r 20 {dev}/{{name}}",
+                              parser="ort-perf-test")
     e = measure_module(torch.nn.Conv2d(3, 8, 3, padding=1), input_shape=(1, 3, 16, 16),
-                       config=BackendConfig.from_header(d), repeats=1, warmup=0)
+                       config=BackendConfig.from_header(d, commands=commands), repeats=1, warmup=0)
     assert e["count"] == 1 and 0 < e["median_ms"] < 100
 
 
@@ -114,14 +119,32 @@ def test_remote_bad_templates_and_failures(tmp_path):
     cfg = BackendConfig(backend="remote", run_cmd="echo no timing here", parser="ort-perf-test")
     with pytest.raises(RuntimeError, match="found no timing in the output of --run-cmd"):
         measure_onnx_file(model, input_shape=(1, 3, 8, 8), config=cfg, repeats=1, warmup=0)
-    cfg = BackendConfig(backend="remote", run_cmd="exit 3", parser="ort-perf-test")
+    cfg = BackendConfig(backend="remote", run_cmd="sh -c 'exit 3'", parser="ort-perf-test")
     with pytest.raises(RuntimeError, match="exited with status 3"):
         measure_onnx_file(model, input_shape=(1, 3, 8, 8), config=cfg, repeats=1, warmup=0)
-    # a custom tool printing ms, with every placeholder filled in
+    # a custom tool printing ms, with every placeholder filled in (an explicit shell, values as arguments)
     cfg = BackendConfig(backend="remote", threads=3, parser="ms",
-                        run_cmd="echo {name} {stem} {threads} && test -f {model} && test -d {dir} && echo 2.5")
+                        run_cmd="sh -c 'echo \"$1\" \"$2\" \"$3\" && test -f \"$4\" && test -d \"$5\" && echo 2.5' "
+                                "sh {name} {stem} {threads} {model} {dir}")
     e = measure_onnx_file(model, input_shape=(1, 3, 8, 8), config=cfg, repeats=2, warmup=0)
     assert e["median_ms"] == 2.5 and e["count"] == 2
+
+
+def test_placeholder_values_never_reach_a_shell(tmp_path):
+    """A template is split into arguments first: a model path full of shell syntax stays one argument."""
+    evil_dir = tmp_path / "a b;touch PWNED;$(touch PWNED2)"
+    evil_dir.mkdir()
+    model = _identity_onnx(evil_dir / "id.onnx")
+    cfg = BackendConfig(backend="remote", parser="ms", run_cmd="test -f {model}", push_cmd="echo {dir} 1.0")
+    # `test -f` succeeds on the one-argument path and prints nothing: no timing, and nothing else ran
+    with pytest.raises(RuntimeError, match="found no timing"):
+        measure_onnx_file(model, input_shape=(1, 3, 8, 8), config=cfg, repeats=1, warmup=0)
+    assert not list(tmp_path.rglob("PWNED*")) and not list(Path.cwd().glob("PWNED*"))
+    bad = evil_dir / "x;rm.onnx"
+    bad.write_bytes(model.read_bytes())
+    with pytest.raises(InputError, match="must use only letters"):
+        measure_onnx_file(bad, input_shape=(1, 3, 8, 8), config=BackendConfig(backend="remote", parser="ms",
+                                                                              run_cmd="echo {name} 1"))
 
 
 @pytest.mark.slow

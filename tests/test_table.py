@@ -59,7 +59,7 @@ def test_merge_two_spaces_of_one_device():
 
 @pytest.mark.parametrize("field, value", [
     ("threads", 4), ("processor", "other cpu"), ("backend", "torch-cpu"), ("resolution", 16),
-    ("width_mult", 0.5), ("num_classes", 10), ("versions", {"onnxruntime": "2"}), ("run_cmd", "adb shell x"),
+    ("width_mult", 0.5), ("num_classes", 10), ("versions", {"onnxruntime": "2"}), ("parser", "ms"),
 ])
 def test_merge_refuses_other_devices_and_settings(field, value):
     a, b = _table({"x": 1.0}), _table({"y": 1.0}, **{field: value})

@@ -9,6 +9,7 @@ from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.cost import CostCounter
 from hwnas.errors import InputError
 from hwnas.jsonio import read_json, write_json_atomic
+from hwnas.safeio import check_writable_output
 
 
 @command("arch import", help="convert a published net (OFA {ks,e,d} encoding, ProxylessNAS net config) into an arch")
@@ -25,6 +26,7 @@ def setup(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> Report:
+    check_writable_output(args.out)
     raw = read_json(args.input, what=f"{args.format} file")
     where = f"{args.format} file {args.input}"
     if args.format == "ofa":

@@ -12,6 +12,7 @@ from hwnas.cost import CostCounter
 from hwnas.errors import InputError
 from hwnas.jsonio import write_json_atomic
 from hwnas.latency.table import LatencyTable
+from hwnas.safeio import check_writable_output
 
 
 @command("arch show", help="blocks, FLOPs, params and (with --table) latency of one architecture")
@@ -24,6 +25,8 @@ def setup(show: argparse.ArgumentParser) -> None:
 
 
 def run_show(args: argparse.Namespace) -> Report:
+    if args.out:
+        check_writable_output(args.out)
     sp, arch = arch_from_args(args)
     blocks = sp.resolve(arch)
     counter = CostCounter()

@@ -7,7 +7,8 @@ from typing import Any
 
 from hwnas.errors import InputError
 from hwnas.jsonio import read_json
-from hwnas.space import SearchSpace, load_space
+from hwnas.safeio import short
+from hwnas.space import SearchSpace, load_named_space, load_space
 
 
 def add_arch_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -26,7 +27,9 @@ def load_arch_file(path: str, *, space: str | None = None) -> tuple[SearchSpace,
     raw = read_json(path, what="arch file")
     if not isinstance(raw, dict) or not isinstance(raw.get("space"), str):
         raise InputError(f"arch file {path}: field 'space' is missing or not a string.")
-    sp = load_space(space or raw["space"])
+    sp = load_space(space) if space else load_named_space(raw["space"], field=f"arch file {path}: field 'space'")
+    if raw["space"] != sp.name:
+        raise InputError(f"arch file {path} is for space {short(raw['space'])}, not {sp.name!r}.")
     return sp, sp.validate_arch(raw, where=f"arch file {path}")
 
 

@@ -6,6 +6,7 @@ import argparse
 
 from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.demo import DemoConfig, render, run_demo
+from hwnas.safeio import check_output_dir
 
 
 @command("demo", help="profile or load a table, search under a latency budget, retrain, export ONNX, summarize")
@@ -19,6 +20,8 @@ def setup(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> Report:
+    check_output_dir(args.run, flag="--run")
+    check_output_dir(args.export, flag="--export")
     cfg = DemoConfig.quick() if args.quick else DemoConfig()
     cfg = DemoConfig(**{**cfg.__dict__, "seed": args.seed})
     report = run_demo(cfg, run_dir=args.run, export_dir=args.export)

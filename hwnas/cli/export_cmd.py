@@ -10,7 +10,9 @@ from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.errors import InputError
 from hwnas.export_pipeline import ExportOptions, export_model
 from hwnas.exporting import ORT_PLATFORMS
-from hwnas.space import SearchSpace, load_space
+from hwnas.profile.device_config import add_device_args, commands_from_args
+from hwnas.safeio import check_output_dir
+from hwnas.space import SearchSpace, load_named_space, load_space
 from hwnas.verify import ATOL
 
 _DEFAULTS = ExportOptions(name="x")
@@ -33,7 +35,8 @@ def setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration-size", type=int, default=_DEFAULTS.calibration_size,
                    help=f"training images for static int8 calibration (default {_DEFAULTS.calibration_size})")
     p.add_argument("--table", help="latency table: predicts latency, and the measurement uses its backend settings "
-                   "(default: ort-cpu, 1 thread, no prediction)")
+                   "(default: ort-cpu, 1 thread, no prediction); a table measured on a remote device is measured "
+                   "on again only with --device-config, otherwise the latency is predicted only")
     p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension (default: fixed batch 1)")
     p.add_argument("--atol", type=float, default=ATOL, help=f"fp32 parity tolerance, max abs diff (default {ATOL:g})")
     p.add_argument("--repeats", type=int, default=_DEFAULTS.repeats, help="timed runs per latency measurement")
@@ -41,6 +44,7 @@ def setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="random weights, BN statistics and test inputs")
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_device_args(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -55,13 +59,16 @@ def _arch(args: argparse.Namespace) -> tuple[SearchSpace, dict]:
     _, trained, _ = read_weights(args.weights)
     if trained is None:
         raise InputError(f"--weights file {args.weights} is a plain state_dict without its architecture; pass --arch.")
-    sp = load_space(args.space or trained["space"])
+    sp = (load_space(args.space) if args.space
+          else load_named_space(trained.get("space"), field=f"--weights file {args.weights}: arch.space"))
     overrides = {"resolution": args.resolution, "width_mult": args.width_mult, "num_classes": args.num_classes}
     arch = {**trained, **{k: v for k, v in overrides.items() if v is not None}}
     return sp, sp.validate_arch(arch, where=f"--weights file {args.weights}: arch")
 
 
 def run(args: argparse.Namespace) -> Report:
+    check_output_dir(args.out)
+    commands = commands_from_args(args)
     sp, arch = _arch(args)
     out = Path(args.out)
     name = args.name or out.resolve().name
@@ -69,7 +76,7 @@ def run(args: argparse.Namespace) -> Report:
                             int8=args.int8, atol=args.atol, force=args.force, calibration_size=args.calibration_size,
                             data_limit=args.data_limit, repeats=args.repeats, warmup=args.warmup, seed=args.seed)
     card = export_model(sp, arch, out_dir=out, options=options, weights=args.weights, data=args.data,
-                        table=args.table, progress=not args.no_progress)
+                        table=args.table, commands=commands, progress=not args.no_progress)
     fp32 = card["latency"]["rows"][0]
     data = {
         "onnx": str(out / f"{name}.onnx"),
@@ -97,9 +104,11 @@ def run(args: argparse.Namespace) -> Report:
     for v in card["verification"]:
         lines.append(f"  {v['file']}: max |ORT - PyTorch| {v['max_abs_diff']:.2e} (tolerance {v['atol']:g})")
     for r in card["latency"]["rows"]:
-        pred = "" if r["predicted_ms"] is None else (f", predicted {r['predicted_ms']:.3f} ms "
-                                                     f"({100 * r['relative_error']:+.1f} %)")
-        lines.append(f"  {r['model']}: measured {r['measured_ms']:.3f} ms{pred}")
+        pred = "" if r["predicted_ms"] is None else f", predicted {r['predicted_ms']:.3f} ms"
+        pred += "" if r["relative_error"] is None else f" ({100 * r['relative_error']:+.1f} %)"
+        measured = "not measured" if r["measured_ms"] is None else f"measured {r['measured_ms']:.3f} ms"
+        lines.append(f"  {r['model']}: {measured}{pred}")
+    lines += [f"  note: {n}" for n in card["latency"]["notes"] if n.startswith("Latency is predicted only")]
     acc = card["accuracy"] or {}
     if "onnx" in acc:
         lines.append(f"  held-out top-1: PyTorch {100 * acc['pytorch']:.2f} %, ONNX {100 * acc['onnx']:.2f} %"

@@ -8,6 +8,8 @@ from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.latency.calibration import calibration_path
 from hwnas.latency.model import LatencyModel
 from hwnas.latency.validate import MeasurementStore, calibrate, default_repeats
+from hwnas.profile.device_config import add_device_args, commands_from_args
+from hwnas.safeio import check_writable_output
 from hwnas.space import load_space
 
 
@@ -18,6 +20,7 @@ def add_measure_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, help="warm-up runs per architecture (default: the table's, else 5)")
     p.add_argument("--measurements", help="JSON file keeping end-to-end measurements (resumes from it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_device_args(p)
 
 
 def repeats_from_args(args: argparse.Namespace, table) -> tuple[int, int]:
@@ -42,13 +45,17 @@ def setup(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> Report:
+    out = calibration_path(args.table)
+    check_writable_output(out, flag="the calibration file of --table")
+    if args.measurements:
+        check_writable_output(args.measurements, flag="--measurements")
+    commands = commands_from_args(args)
     model = LatencyModel.load(args.table, calibration=False)
     sp = load_space(args.space)
     repeats, warmup = repeats_from_args(args, model.table)
     store = MeasurementStore(args.measurements, device=model.table.device, repeats=repeats, warmup=warmup)
     cal = calibrate(model, sp, samples=args.samples, seed=args.seed, repeats=repeats, warmup=warmup, store=store,
-                    progress=not args.no_progress)
-    out = calibration_path(args.table)
+                    commands=commands, progress=not args.no_progress)
     cal.save(out)
     scale, per_block = cal.per_block()
     data = {"out": str(out), "n": cal.fit["n"], "features": list(cal.features), "coef": list(cal.coef),

@@ -7,6 +7,7 @@ import argparse
 from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.errors import InputError
 from hwnas.latency.importers import IMPORTERS, import_table
+from hwnas.safeio import check_writable_output
 
 
 @command("latency import", help="convert a published latency table (ProxylessNAS or Once-for-All YAML)")
@@ -20,6 +21,7 @@ def setup(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> Report:
+    check_writable_output(args.out)
     table = import_table(args.format, args.input)
     if args.out == args.input:
         raise InputError("--out must differ from the input file.")

@@ -7,6 +7,7 @@ import argparse
 from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.errors import InputError
 from hwnas.latency.table import LatencyTable
+from hwnas.safeio import check_writable_output
 
 
 @command("latency merge", help="merge latency tables of the same device and settings (e.g. two spaces)")
@@ -18,6 +19,7 @@ def setup(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> Report:
+    check_writable_output(args.out)
     if len(args.tables) < 2:
         raise InputError("latency merge needs at least two tables.")
     tables = [LatencyTable.load(t) for t in args.tables]

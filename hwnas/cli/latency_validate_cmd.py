@@ -8,6 +8,8 @@ from hwnas.cli.latency_calibrate_cmd import add_measure_args, repeats_from_args
 from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.latency.model import LatencyModel
 from hwnas.latency.validate import MeasurementStore, plot_scatter, validate
+from hwnas.profile.device_config import commands_from_args
+from hwnas.safeio import check_writable_output
 from hwnas.space import load_space
 
 
@@ -26,12 +28,17 @@ def setup(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> Report:
+    for flag, path in (("--plot", args.plot), ("--measurements", args.measurements)):
+        if path:
+            check_writable_output(path, flag=flag)
+    commands = commands_from_args(args)
     model = LatencyModel.load(args.table, calibration=args.calibration_samples == 0)
     sp = load_space(args.space)
     repeats, warmup = repeats_from_args(args, model.table)
     store = MeasurementStore(args.measurements, device=model.table.device, repeats=repeats, warmup=warmup)
     result = validate(model, sp, samples=args.samples, calibration_samples=args.calibration_samples,
-                      seed=args.seed, repeats=repeats, warmup=warmup, store=store, progress=not args.no_progress)
+                      seed=args.seed, repeats=repeats, warmup=warmup, store=store, commands=commands,
+                      progress=not args.no_progress)
     if args.plot:
         result["plot"] = str(plot_scatter(result, args.plot))
     u = result["uncalibrated"]

@@ -2,6 +2,10 @@
 
 Every command returns a ``Report``: a JSON-able dict (printed as one object with ``--json``) and a
 human text. Exit status: 0 success, 2 bad input (``InputError``, argparse errors), 1 anything else.
+
+An argparse error is one line (``hwnas: error: ...`` and a ``--help`` hint), not a usage block.
+Python warnings raised while a command runs (e.g. torch ``UserWarning``) are collected and printed
+after hwnas's own result or error line, once each, so ``hwnas: error:`` is always the first line.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ import os
 import pkgutil
 import sys
 import traceback
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from hwnas.errors import InputError
+from hwnas.errors import IgnoredFieldWarning, InputError
 
 Setup = Callable[[argparse.ArgumentParser], None]
 
@@ -62,11 +67,23 @@ GROUP_HELP = {
 }
 
 
+#: Most distinct warnings kept for printing after a command.
+MAX_WARNINGS = 20
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line: the message and a ``--help`` hint (exit 2)."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        text = " ".join(message.split())
+        self.exit(2, f"hwnas: error: {text[:300]} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     _load_commands()
-    parser = argparse.ArgumentParser(prog="hwnas", description="Hardware-aware neural architecture search.")
+    parser = Parser(prog="hwnas", description="Hardware-aware neural architecture search.")
     parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     groups: dict[str, Any] = {}
     for name in sorted(COMMANDS):
         help_text, setup = COMMANDS[name]
@@ -74,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         if leaf:
             if group not in groups:
                 gp = sub.add_parser(group, help=GROUP_HELP.get(group, group))
-                groups[group] = gp.add_subparsers(dest=f"{group}_command", required=True, metavar="SUBCOMMAND")
+                groups[group] = gp.add_subparsers(dest=f"{group}_command", required=True, metavar="SUBCOMMAND",
+                                                  parser_class=Parser)
             p = groups[group].add_parser(leaf, help=help_text, description=help_text)
         else:
             p = sub.add_parser(group, help=help_text, description=help_text)
@@ -88,28 +106,52 @@ def _version() -> str:
     return f"hwnas {__version__}"
 
 
+def _format_warning(w: warnings.WarningMessage) -> str:
+    if issubclass(w.category, IgnoredFieldWarning):
+        return f"hwnas: warning: {w.message}"
+    return f"warning: {w.category.__name__}: {' '.join(str(w.message).split())[:300]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parses arguments, runs the command, prints its report; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    collected: dict[str, None] = {}  # formatted warning → None, in order of first appearance
+
+    def keep(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - warnings' hook
+        text = _format_warning(warnings.WarningMessage(message, category, filename, lineno))
+        if len(collected) < MAX_WARNINGS:
+            collected[text] = None
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = keep
+        status, report = _run(args)
+    if status == 0:
+        if getattr(args, "json", False):
+            print(json.dumps(report.data))
+        elif report.text:
+            print(report.text)
+    for text in collected:
+        print(text, file=sys.stderr)
+    return status
+
+
+def _run(args: argparse.Namespace) -> tuple[int, Report | None]:
+    """Runs the command; prints its error line (stderr) on failure; returns (status, report)."""
     try:
-        report: Report = args.func(args)
+        return 0, args.func(args)
     except InputError as exc:
         print(f"hwnas: error: {exc}", file=sys.stderr)
-        return 2
+        return 2, None
     except KeyboardInterrupt:
         print("hwnas: interrupted", file=sys.stderr)
-        return 130
+        return 130, None
     except Exception as exc:  # noqa: BLE001 - the CLI boundary reports every failure as exit 1
         if os.environ.get("HWNAS_DEBUG"):
             traceback.print_exc()
         print(f"hwnas: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    if getattr(args, "json", False):
-        print(json.dumps(report.data))
-    elif report.text:
-        print(report.text)
-    return 0
+        return 1, None
 
 
 if __name__ == "__main__":

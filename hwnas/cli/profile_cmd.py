@@ -6,7 +6,9 @@ import argparse
 
 from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.profile.backend import BackendConfig
+from hwnas.profile.device_config import add_device_args, commands_from_args
 from hwnas.profile.profiler import ProfileSettings, profile_table
+from hwnas.safeio import check_output_dir, check_writable_output
 from hwnas.space import load_space
 
 
@@ -36,22 +38,19 @@ def setup(p: argparse.ArgumentParser) -> None:
                    help="average back-to-back runs lasting at least this long into one sample, ms "
                         "(default 0: every sample is one run, as inside a network)")
     p.add_argument("--workdir", help="folder for exported blocks (default <out>.work, removed when complete)")
-    r = p.add_argument_group("remote backend (a phone or board over adb/ssh)")
-    r.add_argument("--push-cmd", default="", help="run once per model, e.g. 'adb push {model} /data/local/tmp/'")
-    r.add_argument("--run-cmd", default="",
-                   help="run once per sample, e.g. 'adb shell /data/local/tmp/onnxruntime_perf_test -r 50 "
-                        "/data/local/tmp/{name}'")
-    r.add_argument("--parser", default="", help="output parser: ort-perf-test, tflite-benchmark or ms")
-    r.add_argument("--info-cmd", default="", help="command whose output names the device's processor")
+    add_device_args(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> Report:
+    check_writable_output(args.out)
+    if args.workdir:
+        check_output_dir(args.workdir, flag="--workdir")
     spaces = [load_space(s) for s in args.space]
+    commands = commands_from_args(args, announce=args.backend == "remote")
     config = BackendConfig(backend=args.backend, threads=args.threads, batch=args.batch, dtype=args.dtype,
-                           channels_last=args.channels_last, device_name=args.device_name,
-                           push_cmd=args.push_cmd, run_cmd=args.run_cmd, parser=args.parser, info_cmd=args.info_cmd)
+                           channels_last=args.channels_last, device_name=args.device_name).with_commands(commands)
     settings = ProfileSettings(repeats=args.repeats, warmup=args.warmup, max_cv=args.max_cv,
                                remeasure=args.remeasure, chunk=args.chunk, seed=args.seed,
                                min_sample_ms=args.min_sample_ms)

@@ -6,6 +6,8 @@ import argparse
 
 from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.errors import InputError
+from hwnas.profile.device_config import add_device_args
+from hwnas.safeio import check_output_dir
 from hwnas.search import SearchSettings, run_search
 from hwnas.strategies import load_strategies
 from hwnas.supernet import SHARING
@@ -33,7 +35,8 @@ def setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params-max", type=float, help="parameter-count upper bound")
     p.add_argument("--data", default="digits", help="digits | fashion-mnist[:DIR] | cifar10:DIR | imagefolder:DIR")
     p.add_argument("--data-limit", type=int, help="keep at most this many examples per split")
-    p.add_argument("--epochs", type=int, default=5, help="supernet (weight) training epochs")
+    p.add_argument("--epochs", type=int, default=5,
+                   help="supernet (weight) training epochs, >= 1 (0 only with mnasnet --accuracy proxy)")
     p.add_argument("--batch-size", type=int, default=64, help="training batch size")
     p.add_argument("--lr", type=float, default=0.05, help="peak SGD learning rate of the weights")
     p.add_argument("--weight-decay", type=float, default=4e-5, help="weight decay of the weights")
@@ -50,15 +53,26 @@ def setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed")
     for cls in strategies.values():
         cls.add_arguments(p)
+    add_device_args(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> Report:
+    check_output_dir(args.out)
     strategies = load_strategies()
     if args.epochs < 0:
-        raise InputError(f"--epochs must be >= 0, got {args.epochs}.")
+        raise InputError(f"--epochs must be >= 1, got {args.epochs}.")
+    remote_flags = [f for f, v in (("--device-config", args.device_config), ("--run-cmd", args.run_cmd),
+                                   ("--push-cmd", args.push_cmd), ("--info-cmd", args.info_cmd),
+                                   ("--parser", args.parser)) if v]
     strategy = strategies[args.strategy].from_args(args)
+    if args.epochs == 0 and not strategy.runs_without_weight_training():
+        raise InputError(f"--epochs must be >= 1 for {args.strategy} (it trains the supernet's weights); only "
+                         f"mnasnet with --accuracy proxy runs without weight training (--epochs 0).")
+    if remote_flags and not strategy.measures_on_device():
+        raise InputError(f"{remote_flags[0]} is used only when the search measures on the device "
+                         f"(--strategy mnasnet --latency measured).")
     if args.pareto and not hasattr(strategy, "evolution"):
         raise InputError(f"--pareto is supported by spos-evolution and random, not {args.strategy}.")
     settings = SearchSettings(

@@ -7,6 +7,7 @@ import argparse
 from hwnas.cli.common import add_arch_args, arch_from_args
 from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.retrain import TrainConfig, train_arch
+from hwnas.safeio import check_output_dir
 
 _DEFAULTS = TrainConfig()
 
@@ -35,6 +36,7 @@ def setup(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> Report:
+    check_output_dir(args.out)
     sp, arch = arch_from_args(args)
     config = TrainConfig(data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          momentum=args.momentum, weight_decay=args.weight_decay,

@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from hwnas.errors import InputError
+from hwnas.safeio import short
 from hwnas.jsonio import read_json, write_json_atomic
 from hwnas.latency.table import LatencyTable, utc_now
 
@@ -110,14 +111,14 @@ class Calibration:
         """
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             got = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
-            raise InputError(f"{origin}: format must be {FORMAT!r}, got {got!r}.")
+            raise InputError(f"{origin}: format must be {FORMAT!r}, got {short(got)}.")
         feats, coef = raw.get("features"), raw.get("coef")
         if not isinstance(feats, list) or not all(isinstance(f, str) and f in FEATURES for f in feats):
-            raise InputError(f"{origin}: features must be a list of {sorted(FEATURES)}, got {feats!r}.")
+            raise InputError(f"{origin}: features must be a list of {sorted(FEATURES)}, got {short(feats)}.")
         if not isinstance(coef, list) or len(coef) != len(feats) or not all(_is_num(c) for c in coef):
-            raise InputError(f"{origin}: coef must be {len(feats)} finite numbers, got {coef!r}.")
+            raise InputError(f"{origin}: coef must be {len(feats)} finite numbers, got {short(coef)}.")
         if not _is_num(raw.get("intercept_ms")):
-            raise InputError(f"{origin}: intercept_ms must be a finite number, got {raw.get('intercept_ms')!r}.")
+            raise InputError(f"{origin}: intercept_ms must be a finite number, got {short(raw.get('intercept_ms'))}.")
         if not isinstance(raw.get("table"), str) or not raw["table"].startswith("sha256:"):
             raise InputError(f"{origin}: table must be the 'sha256:...' fingerprint of the latency table.")
         fit = raw.get("fit", {})

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from hwnas.blocks import parse_key
 from hwnas.errors import InputError
+from hwnas.safeio import MAX_YAML_BYTES, load_yaml_text, read_bounded_bytes, short
 from hwnas.latency.table import LatencyTable, utc_now
 
 #: ``--format`` value → importer.
@@ -41,19 +42,23 @@ def register_importer(name: str):
 
 
 def _load_yaml(path: str | Path) -> dict[str, Any]:
+    """A published table of at most ``MAX_YAML_BYTES``, parsed without anchors or aliases."""
     import yaml
 
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"latency table {p} does not exist.")
+    data = read_bounded_bytes(p, what="latency table", limit=MAX_YAML_BYTES)
     try:
-        raw = yaml.safe_load(p.read_text())
+        raw = load_yaml_text(data.decode("utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise InputError(f"latency table {p} is not valid YAML{where}.") from None
+        problem = getattr(exc, "problem", None)
+        why = f": {problem}" if problem == "anchors and aliases are not allowed" else ""
+        raise InputError(f"latency table {p} is not valid YAML{where}{why}.") from None
     except UnicodeDecodeError:
         raise InputError(f"latency table {p} is not a UTF-8 text file.") from None
+    except RecursionError:
+        raise InputError(f"latency table {p} nests its YAML too deeply.") from None
     if not isinstance(raw, dict) or not raw:
         raise InputError(f"latency table {p} must be a YAML mapping of key → {{count, mean, ...}}.")
     return raw
@@ -61,7 +66,7 @@ def _load_yaml(path: str | Path) -> dict[str, Any]:
 
 def _number(v: Any, *, where: str, field: str, low: float = 0.0) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < low:
-        raise InputError(f"{where}: field {field!r} must be a number >= {low}, got {v!r}.")
+        raise InputError(f"{where}: field {field!r} must be a number >= {low}, got {short(v)}.")
     return float(v)
 
 
@@ -84,7 +89,7 @@ def _entry(value: Any, *, where: str, spread: str) -> dict[str, Any]:
 
 def _parse(key: Any, *, where: str) -> dict[str, Any]:
     if not isinstance(key, str):
-        raise InputError(f"{where}: key {key!r} is not a string.")
+        raise InputError(f"{where}: key {short(key)} is not a string.")
     try:
         return parse_key(key)
     except ValueError as exc:
@@ -102,9 +107,9 @@ def proxyless_key(key: str, *, where: str = "table") -> str:
     if f["op"] is None:  # Conv, Conv_1, Logits: same form in both conventions
         return key
     if f["op"] != "mbconv" or not {"expand", "kernel", "stride", "idskip"} <= set(f):
-        raise InputError(f"{where}: key {key!r} is not a ProxylessNAS expanded_conv key.")
+        raise InputError(f"{where}: key {short(key)} is not a ProxylessNAS expanded_conv key.")
     if "se" in f or "hs" in f:
-        raise InputError(f"{where}: key {key!r} already has se/hs fields; is this a Once-for-All table (--format ofa)?")
+        raise InputError(f"{where}: key {short(key)} already has se/hs fields; is this a Once-for-All table (--format ofa)?")
     ratio = f["expand"]
     mid = f["cin"] if ratio == 1 else int(round(f["cin"] * ratio))
     return (f"expanded_conv-input:{f['hw']}x{f['hw']}x{f['cin']}-output:{f['out_hw']}x{f['out_hw']}x{f['cout']}"
@@ -136,10 +141,10 @@ def import_proxyless_yaml(path: str | Path) -> LatencyTable:
     raw = _load_yaml(p)
     entries: dict[str, dict[str, Any]] = {}
     for key, value in raw.items():
-        where = f"{p}: entry {key!r}"
+        where = f"{p}: entry {short(key)}"
         new = proxyless_key(key, where=where)
         if new in entries:
-            raise InputError(f"{where}: converts to {new!r}, which another entry already produced.")
+            raise InputError(f"{where}: converts to {short(new)}, which another entry already produced.")
         entries[new] = _entry(value, where=where, spread="var")
     resolution = _stem_resolution(list(entries), str(p))
     return _imported_table(
@@ -179,7 +184,7 @@ def import_ofa_yaml(path: str | Path, *, resolution: int | None = None) -> Laten
     raw = _load_yaml(p)
     entries: dict[str, dict[str, Any]] = {}
     for key, value in raw.items():
-        where = f"{p}: entry {key!r}"
+        where = f"{p}: entry {short(key)}"
         f = _parse(key, where=where)
         if f["op"] == "mbconv" and not {"expand", "kernel", "stride", "idskip", "se", "hs"} <= set(f):
             raise InputError(f"{where}: an expanded_conv key needs expand, kernel, stride, idskip, se and hs "

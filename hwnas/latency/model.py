@@ -177,13 +177,13 @@ class LatencyModel:
         return self.predict_blocks(sp.resolve(a), strict=strict)
 
     def _space(self, arch: Any) -> "SearchSpace":
-        from hwnas.space import load_space
+        from hwnas.space import load_named_space
 
         name = arch.get("space") if isinstance(arch, dict) else None
         if not isinstance(name, str):
             raise InputError("arch: field 'space' is missing or not a string.")
         if name not in self._spaces:
-            self._spaces[name] = load_space(name)
+            self._spaces[name] = load_named_space(name, field="arch: field 'space'")
         return self._spaces[name]
 
     # ---- many architectures ----------------------------------------------------------------

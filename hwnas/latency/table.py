@@ -16,12 +16,14 @@ from formats that only publish a mean carry that mean as the median and say so i
 from __future__ import annotations
 
 import datetime as _dt
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from hwnas.blocks import Block, op_key
-from hwnas.errors import InputError
+from hwnas.errors import IgnoredFieldWarning, InputError
+from hwnas.safeio import short
 from hwnas.jsonio import read_json, write_json_atomic
 
 FORMAT = "hwnas.latency_table/1"
@@ -30,7 +32,7 @@ ENTRY_FIELDS = ("median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms", "count")
 SETTINGS_FIELDS = ("name", "backend", "threads", "batch", "dtype", "processor", "host")
 #: Further header fields that must agree when either table has them: backend options and the scope
 #: of architectures the table serves (``versions`` and ``resolution`` are checked as well).
-SCOPE_FIELDS = ("channels_last", "push_cmd", "run_cmd", "parser", "width_mult", "num_classes", "stat",
+SCOPE_FIELDS = ("channels_last", "parser", "serial", "width_mult", "num_classes", "stat",
                 "min_sample_ms")
 
 
@@ -64,19 +66,20 @@ class LatencyTable:
     def from_json(cls, raw: Any, *, origin: str = "table") -> "LatencyTable":
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             got = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
-            raise InputError(f"{origin}: format must be {FORMAT!r}, got {got!r}.")
+            raise InputError(f"{origin}: format must be {FORMAT!r}, got {short(got)}.")
         device = raw.get("device")
         if not isinstance(device, dict) or not isinstance(device.get("backend"), str):
             raise InputError(f"{origin}: device must be an object with at least 'backend'.")
+        device = _without_commands(device, origin=origin)
         entries = raw.get("entries")
         if not isinstance(entries, dict):
             raise InputError(f"{origin}: entries must be an object of key → statistics.")
         for key, e in entries.items():
             if not isinstance(e, dict):
-                raise InputError(f"{origin}: entries[{key!r}] must be an object.")
+                raise InputError(f"{origin}: entries[{short(key)}] must be an object.")
             m = e.get("median_ms")
             if isinstance(m, bool) or not isinstance(m, (int, float)) or m < 0:
-                raise InputError(f"{origin}: entries[{key!r}].median_ms must be a non-negative number, got {m!r}.")
+                raise InputError(f"{origin}: entries[{short(key)}].median_ms must be a non-negative number, got {short(m)}.")
         return cls(device=device, entries=entries, created=str(raw.get("created", "")), path=origin)
 
     def to_json(self) -> dict[str, Any]:
@@ -160,12 +163,27 @@ class LatencyTable:
         if diffs:
             f = diffs[0]
             raise InputError(f"cannot merge tables measured with different settings: device.{f} is "
-                             f"{self.device.get(f)!r} in one and {other.device.get(f)!r} in the other.")
+                             f"{short(self.device.get(f))} in one and {short(other.device.get(f))} in the other.")
         device = dict(self.device)
         spaces = list(dict.fromkeys(list(self.device.get("spaces", [])) + list(other.device.get("spaces", []))))
         if spaces:
             device["spaces"] = spaces
         return LatencyTable(device=device, entries={**other.entries, **self.entries}, created=utc_now())
+
+
+def _without_commands(device: dict[str, Any], *, origin: str) -> dict[str, Any]:
+    """The header without command fields (older tables had them); warns that they were ignored.
+
+    A table is data: hwnas never runs a command it names (see SECURITY.md).
+    """
+    from hwnas.profile.device_config import COMMAND_FIELDS
+
+    found = [f for f in COMMAND_FIELDS if f in device]
+    if not found:
+        return device
+    warnings.warn(f"latency table {origin}: ignoring device.{', device.'.join(found)} (hwnas never runs commands "
+                  f"from a file; give remote commands with --device-config)", IgnoredFieldWarning, stacklevel=3)
+    return {k: v for k, v in device.items() if k not in COMMAND_FIELDS}
 
 
 def entry_from_samples(samples_ms: list[float]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from hwnas.jsonio import atomic_write_bytes, read_json, write_json_atomic
 from hwnas.latency.calibration import DEFAULT_FEATURES, Calibration, fit_calibration
 from hwnas.latency.model import LatencyModel
 from hwnas.latency.table import LatencyTable, entry_from_samples
+from hwnas.safeio import short
 
 #: Stream ids of ``np.random.default_rng([seed, stream])``: validation and calibration samples.
 VALIDATION_STREAM, CALIBRATION_STREAM = 0, 1
@@ -121,7 +122,7 @@ class MeasurementStore:
 
 
 def measure_archs(space, archs: Sequence[dict[str, Any]], *, table: LatencyTable, store: MeasurementStore,
-                  repeats: int, warmup: int, passes: int = 3, chunk: int = 10, seed: int = 0,
+                  repeats: int, warmup: int, commands: Any = None, passes: int = 3, chunk: int = 10, seed: int = 0,
                   desc: str = "measuring", progress: bool = True) -> list[float]:
     """Builds, exports and measures each architecture end to end; median ms each (stored ones reused).
 
@@ -130,6 +131,7 @@ def measure_archs(space, archs: Sequence[dict[str, Any]], *, table: LatencyTable
     deployed model runs. To keep drift and background load from biasing one model against another,
     ``chunk`` models are prepared (exported) before any is timed, and they are timed in ``passes``
     passes, each in a freshly shuffled order; the median is over all ``passes × repeats`` samples.
+    A ``remote`` table is measured with the user's ``commands`` (``RemoteCommands``), never its own.
     """
     import tempfile
 
@@ -141,7 +143,7 @@ def measure_archs(space, archs: Sequence[dict[str, Any]], *, table: LatencyTable
 
     if passes < 1 or chunk < 1:
         raise InputError(f"passes and chunk must be >= 1, got {passes} and {chunk}.")
-    config = BackendConfig.from_header(table.device)
+    config = BackendConfig.from_header(table.device, commands=commands, origin=f"latency table {table.path}")
     keys = [arch_id(space, a) for a in archs]
     first: dict[str, int] = {}  # key → index of its first arch
     for i, k in enumerate(keys):
@@ -205,11 +207,16 @@ def check_calibration_samples(n: int, *, flag: str) -> None:
         raise InputError(f"{flag} must be at least {need} (one per calibration coefficient), got {n}.")
 
 
-def check_measurable(table: LatencyTable) -> None:
-    """Fails early (``InputError``) when the table's backend cannot run here (e.g. an imported table)."""
+def check_measurable(table: LatencyTable, *, commands: Any, what: str = "measuring") -> None:
+    """Fails early (``InputError``) when the table's backend cannot run here (e.g. an imported or
+    synthetic table, or a ``remote`` one without the user's ``commands``); ``what`` starts the message."""
     from hwnas.profile.backend import BackendConfig, make_backend
 
-    make_backend(BackendConfig.from_header(table.device))
+    backend = table.device.get("backend")
+    if backend in (None, "synthetic"):
+        raise InputError(f"{what}: latency table {table.path} has no measurable device (device.backend "
+                         f"{short(backend)}); use a table profiled with hwnas profile.")
+    make_backend(BackendConfig.from_header(table.device, commands=commands, origin=f"{what}: latency table {table.path}"))
 
 
 def fit_on(model: LatencyModel, space, archs: Sequence[dict[str, Any]], measured: Sequence[float], *,
@@ -223,20 +230,20 @@ def fit_on(model: LatencyModel, space, archs: Sequence[dict[str, Any]], measured
 
 
 def calibrate(model: LatencyModel, space, *, samples: int, seed: int, repeats: int, warmup: int,
-              store: MeasurementStore, progress: bool = True) -> Calibration:
+              store: MeasurementStore, commands: Any = None, progress: bool = True) -> Calibration:
     """Measures ``samples`` random archs (calibration stream) and fits a calibration of the LUT sum."""
     check_calibration_samples(samples, flag="--samples")
-    check_measurable(model.table)
+    check_measurable(model.table, commands=commands)
     settings = ArchSettings.of(model.table, space)
     archs = sample_archs(space, n=samples, seed=seed, stream=CALIBRATION_STREAM, settings=settings)
     measured = measure_archs(space, archs, table=model.table, store=store, repeats=repeats, warmup=warmup,
-                             seed=seed, desc="calibration archs", progress=progress)
+                             commands=commands, seed=seed, desc="calibration archs", progress=progress)
     return fit_on(model, space, archs, measured, info={"seed": seed, "repeats": repeats, "warmup": warmup,
                                                        **asdict(settings)})
 
 
 def validate(model: LatencyModel, space, *, samples: int, calibration_samples: int, seed: int, repeats: int,
-             warmup: int, store: MeasurementStore, progress: bool = True) -> dict[str, Any]:
+             warmup: int, store: MeasurementStore, commands: Any = None, progress: bool = True) -> dict[str, Any]:
     """Scores the model on ``samples`` held-out random archs, calibrated and uncalibrated.
 
     With ``calibration_samples`` > 0 a fresh calibration is fitted on that many other archs; with 0
@@ -253,7 +260,7 @@ def validate(model: LatencyModel, space, *, samples: int, calibration_samples: i
         raise InputError(f"--samples must be at least 1, got {samples}.")
     if calibration_samples != 0:
         check_calibration_samples(calibration_samples, flag="--calibration-samples (or 0)")
-    check_measurable(model.table)
+    check_measurable(model.table, commands=commands)
     settings = ArchSettings.of(model.table, space)
     cal = model.calibration if calibration_samples == 0 else None
     exclude: list[str] = []
@@ -267,7 +274,7 @@ def validate(model: LatencyModel, space, *, samples: int, calibration_samples: i
     both = [a for pair in itertools.zip_longest(archs, cal_archs) for a in pair if a is not None]
     by_id = dict(zip((arch_id(space, a) for a in both),
                      measure_archs(space, both, table=model.table, store=store, repeats=repeats, warmup=warmup,
-                                   seed=seed, desc="measuring archs", progress=progress)))
+                                   commands=commands, seed=seed, desc="measuring archs", progress=progress)))
     measured = [by_id[arch_id(space, a)] for a in archs]
     if cal_archs:
         cal = fit_on(model, space, cal_archs, [by_id[arch_id(space, a)] for a in cal_archs],

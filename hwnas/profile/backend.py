@@ -4,8 +4,10 @@ A backend turns a module (or an ONNX file) into a ``Runner`` (exported, compiled
 whose ``run_once`` performs one timed inference and returns milliseconds. Profiling
 (``hwnas.profile.profiler``) interleaves ``run_once`` calls across many runners; end-to-end
 measurement (``measure_module``, ``measure_onnx_file``) times one runner repeatedly.
-``BackendConfig`` is everything that changes the numbers; it round-trips through a latency table's
-``device`` header, so validation and export re-measure with the table's own settings.
+``BackendConfig`` is everything that changes the numbers; its settings round-trip through a latency
+table's ``device`` header, so validation and export re-measure with the table's own settings. The
+header records what measured the table, never a command: a ``remote`` device's command templates
+come only from the user (``hwnas.profile.device_config``).
 
 Backends (``--backend``): ``ort-cpu`` (ONNX Runtime, CPU provider), ``torch-cpu`` (PyTorch eager),
 ``cuda`` (PyTorch on a CUDA GPU, CUDA events) and ``remote`` (a phone or board reached by
@@ -15,6 +17,7 @@ user-given push/run command templates, e.g. adb or ssh).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import os
 import platform
@@ -31,6 +34,8 @@ import torch
 
 from hwnas.errors import InputError
 from hwnas.latency.table import entry_from_samples
+from hwnas.profile.device_config import COMMAND_FIELDS, RemoteCommands
+from hwnas.safeio import short
 
 
 @dataclass(frozen=True)
@@ -44,11 +49,13 @@ class BackendConfig:
         dtype: ``float32`` (every backend) or ``float16`` (``cuda``).
         channels_last: NHWC memory format (``torch-cpu``, ``cuda``).
         device_name: The table's ``device.name``; default ``<host>-<backend>``.
-        push_cmd: ``remote``: shell template run once per model, e.g. ``adb push {model} /data/local/tmp/``.
-        run_cmd: ``remote``: shell template run once per sample, printing the tool's timing.
-        parser: ``remote``: output parser (``hwnas.profile.parsers``), e.g. ``ort-perf-test``.
+        push_cmd: ``remote``: command template run once per model, e.g. ``adb push {model} /data/local/tmp/``
+            (from the user; never written to or read from a table).
+        run_cmd: ``remote``: command template run once per sample, printing the tool's timing (from the user).
+        parser: ``remote``: output parser (``hwnas.profile.parsers``), e.g. ``ort-perf-test`` (recorded).
         info_cmd: ``remote``: optional command whose output names the device's processor
-            (e.g. ``adb shell getprop ro.soc.model``), recorded as ``device.processor``.
+            (e.g. ``adb shell getprop ro.soc.model``), recorded as ``device.processor`` (from the user).
+        serial: ``remote``: the device's serial number (recorded as ``device.serial``).
     """
 
     backend: str = "ort-cpu"
@@ -61,21 +68,56 @@ class BackendConfig:
     run_cmd: str = ""
     parser: str = ""
     info_cmd: str = ""
+    serial: str = ""
 
     def header(self) -> dict[str, Any]:
-        """The table ``device`` header fields for this config (without host/processor/versions)."""
-        d = asdict(self)
+        """The table ``device`` header fields for this config (without host/processor/versions).
+
+        Command templates are left out: a table records what measured it, not how to run anything.
+        """
+        d = {k: v for k, v in asdict(self).items() if k not in COMMAND_FIELDS}
         d["name"] = d.pop("device_name") or f"{platform.node() or 'host'}-{self.backend}"
         return {k: v for k, v in d.items() if v not in ("", None) or k in ("name",)}
 
     @classmethod
-    def from_header(cls, device: dict[str, Any]) -> "BackendConfig":
-        """Rebuilds the config a table was measured with from its ``device`` header."""
-        known = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in device.items() if k in known}
-        if "name" in device:
+    def from_header(cls, device: dict[str, Any], *, commands: RemoteCommands | None,
+                    origin: str = "the latency table") -> "BackendConfig":
+        """The config a table was measured with: its recorded settings plus the user's commands.
+
+        Args:
+            device: The table's ``device`` header; command fields in it are ignored.
+            commands: The user's remote-device commands (``--device-config`` or flags), or None.
+            origin: Names the table in messages.
+
+        Raises:
+            InputError: for a ``remote`` table without ``commands`` (hwnas never runs a table's commands).
+        """
+        settings = {f.name for f in fields(cls)} - set(COMMAND_FIELDS) - {"device_name", "parser", "serial"}
+        kw: dict[str, Any] = {k: v for k, v in device.items() if k in settings}
+        if isinstance(device.get("name"), str):
             kw["device_name"] = device["name"]
-        return cls(**kw)
+        config = cls(**kw)
+        if device.get("backend") != "remote":
+            return config
+        if commands is None:
+            raise InputError(remote_needs_commands(origin))
+        config = config.with_commands(commands)
+        if not config.serial and isinstance(device.get("serial"), str):
+            config = dataclasses.replace(config, serial=device["serial"])
+        return config
+
+    def with_commands(self, commands: RemoteCommands | None) -> "BackendConfig":
+        """This config with the user's remote-device commands, parser and serial (None: unchanged)."""
+        if commands is None:
+            return self
+        return dataclasses.replace(self, push_cmd=commands.push_cmd, run_cmd=commands.run_cmd,
+                                   info_cmd=commands.info_cmd, parser=commands.parser, serial=commands.serial)
+
+
+def remote_needs_commands(origin: str) -> str:
+    """The sentence for a ``remote`` table measured without the user's commands."""
+    return (f"{origin} was measured on a remote device, and hwnas never runs commands from a file: pass "
+            f"--device-config FILE (or --run-cmd and --parser) to measure on that device.")
 
 
 class Runner(ABC):
@@ -114,11 +156,13 @@ class Backend(ABC):
         """Checks the generic settings (threads, batch, dtype); raises ``InputError`` naming the flag."""
         c = self.config
         if isinstance(c.threads, bool) or not isinstance(c.threads, int) or c.threads < 1:
-            raise InputError(f"--threads must be a positive integer, got {c.threads!r}.")
+            raise InputError(f"--threads must be a positive integer, got {short(c.threads)}.")
         if isinstance(c.batch, bool) or not isinstance(c.batch, int) or c.batch < 1:
-            raise InputError(f"--batch must be a positive integer, got {c.batch!r}.")
+            raise InputError(f"--batch must be a positive integer, got {short(c.batch)}.")
+        if not isinstance(c.channels_last, bool):
+            raise InputError(f"channels_last must be true or false, got {short(c.channels_last)}.")
         if c.dtype not in self.dtypes:
-            raise InputError(f"--dtype {c.dtype!r} is not supported by backend {c.backend} "
+            raise InputError(f"--dtype {short(c.dtype)} is not supported by backend {c.backend} "
                              f"(supported: {', '.join(self.dtypes)}).")
 
     def versions(self) -> dict[str, str]:
@@ -168,7 +212,7 @@ def make_backend(config: BackendConfig) -> Backend:
         raise InputError("this latency table was imported from a published table (device.backend 'imported'); "
                          "its device cannot be measured from here: profile your own device with hwnas profile.")
     if config.backend not in BACKENDS:
-        raise InputError(f"--backend {config.backend!r} is unknown (backends: {', '.join(sorted(BACKENDS))}).")
+        raise InputError(f"--backend {short(config.backend)} is unknown (backends: {', '.join(sorted(BACKENDS))}).")
     backend = BACKENDS[config.backend](config)
     backend.validate()
     backend.check_available()

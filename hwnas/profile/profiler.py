@@ -56,7 +56,7 @@ from hwnas.profile.export_cache import export_blocks
 from hwnas.space import SearchSpace
 
 #: Header fields that must agree between an existing table and a resumed run.
-RESUME_FIELDS = ("backend", "threads", "batch", "dtype", "channels_last", "push_cmd", "run_cmd", "parser",
+RESUME_FIELDS = ("backend", "threads", "batch", "dtype", "channels_last", "parser", "serial",
                  "host", "processor", "versions", "resolution", "width_mult", "num_classes", "repeats", "warmup",
                  "min_sample_ms")
 #: Most back-to-back runs one sample may average.

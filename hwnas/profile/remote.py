@@ -1,4 +1,4 @@
-"""``remote`` backend: phones and boards reached by user-given shell command templates.
+"""``remote`` backend: phones and boards reached by user-given command templates.
 
 hwnas writes one ONNX file per model (per block when profiling), runs ``--push-cmd`` once per file
 (e.g. ``adb push {model} /data/local/tmp/``) and ``--run-cmd`` once per sample (e.g.
@@ -7,14 +7,23 @@ hwnas writes one ONNX file per model (per block when profiling), runs ``--push-c
 sample is therefore the tool's own average over its runs; the profiler interleaves the samples of
 all blocks as for local backends.
 
-Template placeholders: ``{model}`` local path of the ONNX file (shell-quoted), ``{name}`` its file
-name, ``{stem}`` the name without ``.onnx``, ``{dir}`` its local folder (shell-quoted) and
-``{threads}``. Commands run through the shell (``/bin/sh -c``), so they may chain steps (convert
-to ``.tflite``, push, run) with ``&&``.
+The templates come only from the user (``--push-cmd/--run-cmd/--info-cmd`` or ``--device-config``,
+see ``hwnas.profile.device_config``), never from a latency table.
+
+Template placeholders: ``{model}`` local path of the ONNX file, ``{name}`` its file name, ``{stem}``
+the name without ``.onnx``, ``{dir}`` its local folder and ``{threads}``. **No shell**: a template
+is split into arguments with ``shlex.split`` first (POSIX quoting rules), then the placeholders are
+filled in inside each argument, and the argument list runs directly (``subprocess.run(argv)``). A
+placeholder value therefore stays one argument and can never inject a command, whatever it
+contains; ``{name}`` and ``{stem}`` are additionally restricted to letters, digits, ``.``, ``_`` and
+``-`` because tools such as ``adb shell`` hand them on to the device's shell. To chain steps (convert
+to ``.tflite``, push, run), write a script and call it (``./bench.sh {model}``), or pass the model as
+an argument of an explicit shell: ``sh -c 'adb push "$1" /data/local/tmp/ && adb shell ...' sh {model}``.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -26,32 +35,48 @@ from hwnas.errors import InputError
 from hwnas.onnx_io import export_onnx
 from hwnas.profile.backend import Backend, Runner, onnx_versions, register_backend
 from hwnas.profile.parsers import get_parser
+from hwnas.safeio import short
 
 PLACEHOLDERS = ("model", "name", "stem", "dir", "threads")
 #: Seconds one push or run command may take before it counts as failed.
 COMMAND_TIMEOUT_S = 600.0
+#: ``{name}`` / ``{stem}`` values: safe in a remote shell too.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-def render(template: str, *, flag: str, values: dict[str, str]) -> str:
-    """Fills a command template; unknown placeholders raise ``InputError`` naming the flag."""
+def render(template: str, *, flag: str, values: dict[str, str]) -> list[str]:
+    """The argument list of a command template: split first, then placeholders filled per argument.
+
+    Raises:
+        InputError: naming the flag, for unknown placeholders, bad braces or unbalanced quotes.
+    """
     try:
-        return template.format(**values)
+        words = shlex.split(template)
+    except ValueError as exc:
+        raise InputError(f"{flag} is not a valid command template ({exc}).") from None
+    if not words:
+        raise InputError(f"{flag} is empty.")
+    try:
+        return [w.format(**values) for w in words]
     except KeyError as exc:
-        raise InputError(f"{flag} uses the unknown placeholder {{{exc.args[0]}}} "
+        raise InputError(f"{flag} uses the unknown placeholder {{{str(exc.args[0])[:40]}}} "
                          f"(known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}).") from None
-    except (ValueError, IndexError) as exc:
+    except (ValueError, IndexError, AttributeError) as exc:
         raise InputError(f"{flag} is not a valid command template ({exc}); write literal braces as {{{{ }}}}.") from None
 
 
-def run_shell(cmd: str, *, what: str) -> str:
-    """Runs ``cmd`` through the shell; returns stdout + stderr, raising ``RuntimeError`` on failure."""
+def run_command(argv: list[str], *, what: str) -> str:
+    """Runs ``argv`` without a shell; returns stdout + stderr, raising ``RuntimeError`` on failure."""
+    shown = shlex.join(argv)
     try:
-        r = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+        r = subprocess.run(argv, shell=False, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"{what} did not finish within {COMMAND_TIMEOUT_S:.0f} s: {cmd}") from None
+        raise RuntimeError(f"{what} did not finish within {COMMAND_TIMEOUT_S:.0f} s: {shown}") from None
+    except OSError as exc:
+        raise RuntimeError(f"{what} could not start ({exc.strerror or exc}): {shown}") from None
     out = (r.stdout or "") + "\n" + (r.stderr or "")
     if r.returncode != 0:
-        raise RuntimeError(f"{what} exited with status {r.returncode}: {cmd}\n{out.strip()[-800:]}")
+        raise RuntimeError(f"{what} exited with status {r.returncode}: {shown}\n{out.strip()[-800:]}")
     return out
 
 
@@ -60,14 +85,14 @@ class _RemoteRunner(Runner):
         c = backend.config
         values = backend.template_values(path)
         if c.push_cmd:
-            run_shell(render(c.push_cmd, flag="--push-cmd", values=values), what=f"--push-cmd for {name}")
+            run_command(render(c.push_cmd, flag="--push-cmd", values=values), what=f"--push-cmd for {name}")
         self.cmd = render(c.run_cmd, flag="--run-cmd", values=values)
         self.parser_name = c.parser
         self.parse = get_parser(c.parser)
         self.name = name
 
     def run_once(self) -> float:
-        out = run_shell(self.cmd, what=f"--run-cmd for {self.name}")
+        out = run_command(self.cmd, what=f"--run-cmd for {self.name}")
         try:
             return self.parse(out)  # ms, the tool's average per inference
         except ValueError as exc:
@@ -83,9 +108,13 @@ class RemoteBackend(Backend):
     averages_runs = False  # one run is the tool's own average over its runs
 
     def template_values(self, path: Path) -> dict[str, str]:
+        """Placeholder values of one model file (each fills part of one argument; no quoting needed)."""
         path = Path(path)
-        return {"model": shlex.quote(str(path)), "name": path.name, "stem": path.stem,
-                "dir": shlex.quote(str(path.parent)), "threads": str(self.config.threads)}
+        if not _SAFE_NAME.fullmatch(path.name):
+            raise InputError(f"model file name {short(path.name)} must use only letters, digits, '.', '_' and '-' "
+                             f"to be passed to a remote device.")
+        return {"model": str(path), "name": path.name, "stem": path.stem, "dir": str(path.parent),
+                "threads": str(self.config.threads)}
 
     def check_available(self) -> None:
         c = self.config
@@ -104,7 +133,8 @@ class RemoteBackend(Backend):
 
     def processor(self) -> str:
         if self.config.info_cmd:
-            return " ".join(run_shell(self.config.info_cmd, what="--info-cmd").split())[:200]
+            argv = render(self.config.info_cmd, flag="--info-cmd", values=self.template_values(Path("/tmp/x.onnx")))
+            return " ".join(run_command(argv, what="--info-cmd").split())[:200]
         return "unknown (remote device; pass --info-cmd to record it)"
 
     def prepare(self, module: torch.nn.Module, input_shape: Sequence[int], *, workdir: Path, name: str) -> Runner:

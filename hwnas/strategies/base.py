@@ -107,6 +107,14 @@ class Strategy(ABC):
         """Settings recorded in ``config.json`` (a resumed run must match them)."""
         return {}
 
+    def runs_without_weight_training(self) -> bool:
+        """Whether ``--epochs 0`` is meaningful (no supernet training); refused unless a strategy says so."""
+        return False
+
+    def measures_on_device(self) -> bool:
+        """Whether the search times models on the table's device (and so uses ``--device-config``)."""
+        return False
+
     @abstractmethod
     def search(self, ctx: SearchContext) -> SearchResult:
         """Runs the search."""

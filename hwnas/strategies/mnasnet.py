@@ -14,7 +14,9 @@ space; the ``mnasnet`` factorized hierarchical space (Sec. 4.1) is its home.
 * LAT(m): ``--latency model`` predicts it from the table; ``--latency measured`` builds, exports and
   times each model on the table's own device with the table's backend settings (``ort-cpu``,
   ``remote`` over adb/ssh, ...), so the device is in the loop; measurements persist in
-  ``RUN/measurements.json`` and are reused on resume.
+  ``RUN/measurements.json`` and are reused on resume. A ``remote`` device is reached only with the
+  user's ``--device-config`` (or ``--run-cmd``/``--parser``), never with commands from the table.
+* ``--epochs 0`` is accepted with ``--accuracy proxy`` only: no supernet is trained then.
 * FLOPs/params limits are hard: a model over them gets reward 0 and is not scored.
 
 The run keeps every sampled model (decisions, accuracy, latency, reward) in the history, checkpoints
@@ -28,7 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import zlib
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -43,6 +45,9 @@ from hwnas.samplers import uniform_paths
 from hwnas.space import SearchSpace
 from hwnas.strategies.base import SearchContext, SearchResult, Strategy, register_strategy
 from hwnas.train import classification_loss, cosine_lr, evaluate, make_sgd, set_lr
+
+if TYPE_CHECKING:
+    from hwnas.profile.device_config import RemoteCommands
 
 #: Stream id of the controller's sampling generators: ``default_rng([seed, STREAM, step])``.
 SAMPLE_STREAM = 29
@@ -149,13 +154,16 @@ class MnasNet(Strategy):
         latency: ``model`` or ``measured``.
         measure_repeats: Timed runs per model and pass (``None``: the table's profile setting).
         measure_warmup: Untimed runs per model first (``None``: the table's).
+        commands: The user's remote-device commands (``--device-config``) for a table measured on a
+            ``remote`` device; a table's own commands are never run.
         checkpoint_every: Controller steps between checkpoints (the result does not depend on it).
     """
 
     def __init__(self, *, controller: ControllerConfig, steps: int = 50, archs_per_step: int = 8,
                  alpha: float = -0.07, beta: float = -0.07, accuracy: str = "supernet",
                  proxy_epochs: int | None = None, latency: str = "model", measure_repeats: int | None = None,
-                 measure_warmup: int | None = None, checkpoint_every: int = 1) -> None:
+                 measure_warmup: int | None = None, checkpoint_every: int = 1,
+                 commands: RemoteCommands | None = None) -> None:
         if steps < 1:
             raise InputError(f"--mnas-steps must be >= 1, got {steps}.")
         if archs_per_step < 1:
@@ -179,6 +187,7 @@ class MnasNet(Strategy):
         self.alpha, self.beta = float(alpha), float(beta)
         self.accuracy, self.proxy_epochs, self.latency = accuracy, proxy_epochs, latency
         self.measure_repeats, self.measure_warmup = measure_repeats, measure_warmup
+        self.commands = commands
         self.checkpoint_every = checkpoint_every
 
     @classmethod
@@ -221,10 +230,14 @@ class MnasNet(Strategy):
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "MnasNet":
         alpha, beta = MNAS_REWARDS[args.mnas_reward]
+        commands = None
         if args.latency == "measured":  # before the run directory is written
             from hwnas.latency.table import LatencyTable
+            from hwnas.latency.validate import check_measurable
+            from hwnas.profile.device_config import commands_from_args
 
-            check_measurable(LatencyTable.load(args.table))
+            commands = commands_from_args(args)
+            check_measurable(LatencyTable.load(args.table), commands=commands, what="--latency measured")
         lr = args.mnas_lr if args.mnas_lr is not None else (PPO_LR if args.mnas_ppo else ControllerConfig.lr)
         controller = ControllerConfig(hidden=args.mnas_hidden, lr=lr,
                                       entropy_weight=args.mnas_entropy_weight,
@@ -234,7 +247,15 @@ class MnasNet(Strategy):
                    alpha=alpha if args.mnas_alpha is None else args.mnas_alpha,
                    beta=beta if args.mnas_beta is None else args.mnas_beta, accuracy=args.accuracy,
                    proxy_epochs=args.proxy_epochs, latency=args.latency, measure_repeats=args.mnas_measure_repeats,
-                   measure_warmup=args.mnas_measure_warmup, checkpoint_every=args.mnas_checkpoint_every)
+                   measure_warmup=args.mnas_measure_warmup, checkpoint_every=args.mnas_checkpoint_every,
+                   commands=commands)
+
+    def runs_without_weight_training(self) -> bool:
+        """``--accuracy proxy`` trains each sampled model itself: ``--epochs 0`` skips the supernet."""
+        return self.accuracy == "proxy"
+
+    def measures_on_device(self) -> bool:
+        return self.latency == "measured"
 
     def settings(self) -> dict[str, Any]:
         return {"controller": self.controller.to_json(), "steps": self.steps, "archs_per_step": self.archs_per_step,
@@ -267,10 +288,10 @@ class MnasNet(Strategy):
     def _measure_fn(self, ctx: SearchContext) -> Callable[[np.ndarray], np.ndarray] | None:
         if self.latency == "model":
             return None
-        from hwnas.latency.validate import MeasurementStore, default_repeats, measure_archs
+        from hwnas.latency.validate import MeasurementStore, check_measurable, default_repeats, measure_archs
 
         table = ctx.services["table"]
-        check_measurable(table)
+        check_measurable(table, commands=self.commands, what="--latency measured")
         repeats, warmup = default_repeats(table)
         repeats = self.measure_repeats or repeats
         warmup = warmup if self.measure_warmup is None else self.measure_warmup
@@ -281,7 +302,7 @@ class MnasNet(Strategy):
         def measure(idx: np.ndarray) -> np.ndarray:
             archs = [space.canonical(space.decode(i, **settings)) for i in idx]
             return np.asarray(measure_archs(space, archs, table=table, store=store, repeats=repeats, warmup=warmup,
-                                            seed=ctx.seed, desc="measuring", progress=True), dtype=np.float64)
+                                            commands=self.commands, seed=ctx.seed, desc="measuring", progress=True), dtype=np.float64)
 
         return measure
 
@@ -337,7 +358,9 @@ class MnasNet(Strategy):
         unique = _unique([*state["samples"], greedy])
         best = _select(unique)
         curve = state["curve"]
-        write_controller_plot(state["samples"], curve, target=target, path=ctx.run.path / "controller.png",
+        from hwnas.plots import write_controller_plot
+
+        write_controller_plot(state["samples"], curve, used_latency=_used_latency, target=target, path=ctx.run.path / "controller.png",
                               title=f"mnasnet on {ctx.space.name}")
         window = max(1, len(curve) // 5)
         extra = {
@@ -362,17 +385,6 @@ class MnasNet(Strategy):
                             candidates=candidates, extra=extra)
 
 
-def check_measurable(table) -> None:
-    """Raises ``InputError`` unless the table's device can be measured from here (``--latency measured``)."""
-    from hwnas.profile.backend import BackendConfig, make_backend
-
-    backend = table.device.get("backend")
-    if backend in (None, "synthetic", "imported"):
-        raise InputError(f"--latency measured: latency table {table.path} has no measurable device "
-                         f"(device.backend {backend!r}); use a table profiled with hwnas profile.")
-    make_backend(BackendConfig.from_header(table.device))  # an unavailable backend fails now, not mid-search
-
-
 def _used_latency(rec: dict[str, Any]) -> float:
     """The latency the reward used: measured when measured, else predicted (ms)."""
     m = rec.get("measured_latency_ms")
@@ -394,39 +406,3 @@ def _select(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Highest reward among models meeting every constraint (else among all); ties: accuracy, then indices."""
     pool = [r for r in records if r["feasible"]] or records
     return max(pool, key=lambda r: (r["reward"], r["accuracy"] or 0.0, [-v for v in r["indices"]]))
-
-
-def write_controller_plot(samples: list[dict[str, Any]], curve: list[dict[str, Any]], *, target: float, path,
-                          title: str):
-    """Mean reward and baseline per controller step (left); every sampled model's latency (right)."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from hwnas.jsonio import atomic_write_bytes
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    steps = [s["step"] for s in curve]
-    ax1.plot(steps, [s["mean_reward"] for s in curve], label="mean reward")
-    ax1.plot(steps, [s["baseline"] for s in curve], label="baseline", linestyle="--")
-    ax1.set_xlabel("controller step")
-    ax1.set_ylabel("reward ACC·(LAT/T)^w")
-    ax1.grid(alpha=0.3)
-    ax1.legend(fontsize=8)
-    ax2.scatter([r["step"] + 1 for r in samples], [_used_latency(r) for r in samples], s=6, alpha=0.4,
-                label="sampled models")
-    ax2.plot(steps, [np.mean([_used_latency(r) for r in samples if r["step"] + 1 == s]) for s in steps],
-             color="black", label="mean")
-    ax2.axhline(target, color="tab:red", linestyle="--", label=f"T = {target:g} ms")
-    ax2.set_xlabel("controller step")
-    ax2.set_ylabel("latency (ms)")
-    ax2.grid(alpha=0.3)
-    ax2.legend(fontsize=8)
-    fig.suptitle(title)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
