@@ -44,7 +44,7 @@ def main() -> int:
 
     from hwnas.latency.model import LatencyModel
     from hwnas.latency.validate import MeasurementStore, default_repeats, plot_scatter, validate
-    from hwnas.space import load_space
+    from hwnas.space.search_space import load_space
 
     cases = args.case or DEFAULT_CASES
     work = Path(args.work)

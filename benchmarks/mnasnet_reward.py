@@ -37,23 +37,23 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hwnas.build import build_model  # noqa: E402
-from hwnas.controller import ControllerConfig  # noqa: E402
-from hwnas.data import load_dataset  # noqa: E402
-from hwnas.evaluator import SupernetEvaluator  # noqa: E402
+from hwnas.space.build import build_model  # noqa: E402
+from hwnas.search.controller import ControllerConfig  # noqa: E402
+from hwnas.train.data import load_dataset  # noqa: E402
+from hwnas.supernet.evaluator import SupernetEvaluator  # noqa: E402
 from hwnas.jsonio import read_json, write_json_atomic  # noqa: E402
 from hwnas.latency.model import LatencyModel  # noqa: E402
 from hwnas.latency.table import LatencyTable  # noqa: E402
-from hwnas.objective import MNAS_REWARDS, Constraints  # noqa: E402
-from hwnas.runs import RunDir  # noqa: E402
-from hwnas.samplers import uniform_paths  # noqa: E402
-from hwnas.space import load_space  # noqa: E402
-from hwnas.strategies.base import Costs, SearchContext  # noqa: E402
-from hwnas.strategies.evolution import EvolutionConfig  # noqa: E402
-from hwnas.strategies.mnasnet import MnasNet, proxy_accuracy  # noqa: E402
-from hwnas.strategies.spos import RandomSearch  # noqa: E402
-from hwnas.supernet import SuperNet  # noqa: E402
-from hwnas.supernet_train import SupernetTrainConfig, train_supernet  # noqa: E402
+from hwnas.search.objective import MNAS_REWARDS, Constraints  # noqa: E402
+from hwnas.train.runs import RunDir  # noqa: E402
+from hwnas.supernet.samplers import uniform_paths  # noqa: E402
+from hwnas.space.search_space import load_space  # noqa: E402
+from hwnas.search.strategies.base import Costs, SearchContext  # noqa: E402
+from hwnas.search.strategies.evolution import EvolutionConfig  # noqa: E402
+from hwnas.search.strategies.mnasnet import MnasNet, proxy_accuracy  # noqa: E402
+from hwnas.search.strategies.spos import RandomSearch  # noqa: E402
+from hwnas.supernet.supernet import SuperNet  # noqa: E402
+from hwnas.supernet.training import SupernetTrainConfig, train_supernet  # noqa: E402
 
 
 def _run_dir(path: Path, config: dict[str, Any]) -> tuple[RunDir, dict[str, Any] | None]:

@@ -57,10 +57,10 @@ class Bench:
     def __init__(self, *, space: str, resolution: int, width_mult: float, batch: int, seed: int = 0) -> None:
         import torch
 
-        from hwnas.dnas import ArchParams
-        from hwnas.space import load_space
-        from hwnas.strategies.msgdas import sample_subgraphs
-        from hwnas.supernet import SuperNet
+        from hwnas.search.dnas import ArchParams
+        from hwnas.space.search_space import load_space
+        from hwnas.search.strategies.msgdas import sample_subgraphs
+        from hwnas.supernet.supernet import SuperNet
 
         torch.manual_seed(seed)
         self.space = load_space(space)
@@ -79,8 +79,8 @@ class Bench:
         """(loss closure, parameters it trains); ``standalone`` extracts sub-graph ``path``."""
         import torch
 
-        from hwnas.strategies.msgdas import guidance_probs, subgraph_losses
-        from hwnas.train import classification_loss
+        from hwnas.search.strategies.msgdas import guidance_probs, subgraph_losses
+        from hwnas.train.loop import classification_loss
 
         sn, x, y = self.sn, self.x, self.y
         if config == "standalone":

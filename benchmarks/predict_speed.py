@@ -44,10 +44,10 @@ def main() -> int:
 
     import torch
 
-    from hwnas.blocks import op_key
+    from hwnas.space.blocks import op_key
     from hwnas.latency.model import LatencyModel
     from hwnas.latency.table import LatencyTable
-    from hwnas.space import load_space
+    from hwnas.space.search_space import load_space
 
     torch.set_num_threads(1)
     sp = load_space(args.space)

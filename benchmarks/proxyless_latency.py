@@ -25,14 +25,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hwnas.bounds import minimize  # noqa: E402
+from hwnas.space.bounds import minimize  # noqa: E402
 from hwnas.jsonio import write_json_atomic  # noqa: E402
 from hwnas.latency.model import LatencyModel  # noqa: E402
 from hwnas.latency.table import LatencyTable  # noqa: E402
-from hwnas.search import SearchSettings, run_search  # noqa: E402
-from hwnas.space import load_space  # noqa: E402
-from hwnas.strategies.proxyless import Proxyless, ProxylessConfig  # noqa: E402
-from hwnas.supernet_train import SupernetTrainConfig  # noqa: E402
+from hwnas.search.runner import SearchSettings, run_search  # noqa: E402
+from hwnas.space.search_space import load_space  # noqa: E402
+from hwnas.search.strategies.proxyless import Proxyless, ProxylessConfig  # noqa: E402
+from hwnas.supernet.training import SupernetTrainConfig  # noqa: E402
 
 
 def latency_range(table: str, space_name: str, *, num_classes: int) -> tuple[float, float, int, float]:

@@ -8,7 +8,7 @@ inherit another's allocator state):
   gates = that path; Cai et al. 2019, Sec. 3.2): forward, backward, SGD step.
 * ``proxyless-arch``: ProxylessNAS two-path architecture step (Sec. 3.2.1) with the same path active
   and a second sampled option per layer: gated forward, backward into the gates and α only,
-  BinaryConnect gradient, Adam step, rescaling (the shipped ``hwnas.strategies.proxyless`` code).
+  BinaryConnect gradient, Adam step, rescaling (the shipped ``hwnas.search.strategies.proxyless`` code).
 * ``darts``: a DARTS-style step computing every candidate of every layer (the mixed op
   Σ softmax(α)_o · op_o(x), Liu et al. 2019, Eq. 2; ``SuperNet.weighted_forward``): forward,
   backward into the weights and α, SGD and Adam steps.
@@ -49,14 +49,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from hwnas.binary_gates import TwoPaths, sample_path  # noqa: E402
-from hwnas.dnas import ArchParams  # noqa: E402
+from hwnas.supernet.binary_gates import TwoPaths, sample_path  # noqa: E402
+from hwnas.search.dnas import ArchParams  # noqa: E402
 from hwnas.jsonio import write_json_atomic  # noqa: E402
-from hwnas.objective import Constraints  # noqa: E402
-from hwnas.space import load_space  # noqa: E402
-from hwnas.strategies.proxyless import ArchObjective, ProxylessConfig, ProxylessSteps  # noqa: E402
-from hwnas.supernet import SuperNet  # noqa: E402
-from hwnas.train import classification_loss  # noqa: E402
+from hwnas.search.objective import Constraints  # noqa: E402
+from hwnas.space.search_space import load_space  # noqa: E402
+from hwnas.search.strategies.proxyless import ArchObjective, ProxylessConfig, ProxylessSteps  # noqa: E402
+from hwnas.supernet.supernet import SuperNet  # noqa: E402
+from hwnas.train.loop import classification_loss  # noqa: E402
 
 CONFIGS = ("one-path", "proxyless-weight", "proxyless-arch", "darts")
 MB = 2.0**20

@@ -22,21 +22,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hwnas.data import load_dataset
-from hwnas.evaluator import SupernetEvaluator
+from hwnas.train.data import load_dataset
+from hwnas.supernet.evaluator import SupernetEvaluator
 from hwnas.jsonio import write_json_atomic
 from hwnas.latency.model import LatencyModel
 from hwnas.latency.table import LatencyTable
-from hwnas.objective import Constraints
+from hwnas.search.objective import Constraints
 from hwnas.profile.backend import BackendConfig, measure_module
-from hwnas.runs import RunDir
-from hwnas.samplers import uniform_paths
-from hwnas.space import load_space
-from hwnas.strategies.base import Costs
-from hwnas.strategies.evolution import EvolutionConfig, evolve, random_search
-from hwnas.build import build_model
-from hwnas.supernet import SuperNet
-from hwnas.supernet_train import SupernetTrainConfig, train_supernet
+from hwnas.train.runs import RunDir
+from hwnas.supernet.samplers import uniform_paths
+from hwnas.space.search_space import load_space
+from hwnas.search.strategies.base import Costs
+from hwnas.search.strategies.evolution import EvolutionConfig, evolve, random_search
+from hwnas.space.build import build_model
+from hwnas.supernet.supernet import SuperNet
+from hwnas.supernet.training import SupernetTrainConfig, train_supernet
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ TOY_SPACE = DATA / "toy_space.json"
 
 @pytest.fixture
 def toy_space():
-    from hwnas.space import load_space
+    from hwnas.space.search_space import load_space
 
     return load_space(TOY_SPACE)
 
@@ -35,7 +35,7 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
         cwd: Working directory.
         timeout: Seconds.
         crash: ``event:n`` — the process exits abruptly (137, as after kill -9) the n-th time it
-            reaches that crash point (``hwnas.runs.RunDir.crash_point``).
+            reaches that crash point (``hwnas.train.runs.RunDir.crash_point``).
     """
     exe = Path(sys.executable).parent / "hwnas"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -62,10 +62,10 @@ def synthetic_table(space_name: str, *, resolution: int, width_mult: float, num_
 
     Entries are not measurements; the header says so (backend "synthetic").
     """
-    from hwnas.blocks import op_key
-    from hwnas.cost import CostCounter
+    from hwnas.space.blocks import op_key
+    from hwnas.space.cost import CostCounter
     from hwnas.latency.table import LatencyTable
-    from hwnas.space import load_space
+    from hwnas.space.search_space import load_space
 
     sp = load_space(space_name)
     counter = CostCounter()

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwnas.blocks import op_key
+from hwnas.space.blocks import op_key
 from hwnas.errors import InputError
-from hwnas.space import load_space, space_names
+from hwnas.space.search_space import load_space, space_names
 
 SPACES = {n: load_space(n) for n in space_names()}
 space_st = st.sampled_from(sorted(SPACES))
@@ -114,7 +114,7 @@ def test_slots_reproduce_resolve(name):
 
 @pytest.mark.parametrize("name", sorted(SPACES))
 def test_parse_key_inverts_op_key(name):
-    from hwnas.blocks import parse_key
+    from hwnas.space.blocks import parse_key
 
     for b in SPACES[name].all_blocks(resolution=64):
         f = parse_key(op_key(b))
@@ -127,7 +127,7 @@ def test_parse_key_inverts_op_key(name):
 
 
 def test_parse_key_rejects_garbage():
-    from hwnas.blocks import parse_key
+    from hwnas.space.blocks import parse_key
 
     for bad in ("Conv", "Conv-input:1x1-output:2", "expanded_conv-input:axbxc-output:1x1x1", "x-input:1x1x1"):
         with pytest.raises(ValueError):

@@ -8,10 +8,10 @@ import re
 import pytest
 import torch
 
-from hwnas.build import build_model
-from hwnas.checkpoint import load_checkpoint, save_checkpoint
+from hwnas.space.build import build_model
+from hwnas.train.checkpoint import load_checkpoint, save_checkpoint
 from hwnas.errors import InputError
-from hwnas.weights import check_fit, check_same_arch, load_weights, read_weights, state_dict_of
+from hwnas.train.weights import check_fit, check_same_arch, load_weights, read_weights, state_dict_of
 
 
 def test_round_trip_and_no_temp_files_left(tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas.data import batches, epoch_order, load_dataset, num_batches, preprocess
+from hwnas.train.data import batches, epoch_order, load_dataset, num_batches, preprocess
 from hwnas.errors import InputError
 
 

@@ -12,7 +12,7 @@ from hwnas.errors import InputError
 from hwnas.latency.calibration import Calibration, table_fingerprint
 from hwnas.latency.expected import expected_latency
 from hwnas.latency.model import LatencyModel
-from hwnas.space import load_space
+from hwnas.space.search_space import load_space
 from tests.test_latency_batch import synthetic_table
 from tests.test_latency_model import hand_table
 

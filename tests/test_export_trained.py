@@ -10,14 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hwnas.data import load_dataset
-from hwnas.exporting import read_metadata
-from hwnas.onnx_io import ort_session
+from hwnas.train.data import load_dataset
+from hwnas.export.artifacts import read_metadata
+from hwnas.profile.onnx_io import ort_session
 from tests.conftest import TOY_SPACE, cli_json
 
 
 def _deploy_preprocess(images: torch.Tensor, norm: dict) -> np.ndarray:
-    """Preprocessing written from the metadata alone, as a deployment would (not hwnas.data.preprocess)."""
+    """Preprocessing written from the metadata alone, as a deployment would (not hwnas.train.data.preprocess)."""
     r = norm["resolution"]
     x = images.float() / 255.0  # N, 1, 8, 8
     x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False, antialias=x.shape[-1] > r)

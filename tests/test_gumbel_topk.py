@@ -1,4 +1,4 @@
-"""``hwnas.samplers.gumbel_topk``: MSG-DAS's exclusive Gumbel-TopK sampler (Sec. 3.1, Eq. 1-3, Alg. 1)."""
+"""``hwnas.supernet.samplers.gumbel_topk``: MSG-DAS's exclusive Gumbel-TopK sampler (Sec. 3.1, Eq. 1-3, Alg. 1)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hwnas.samplers import gumbel_topk
+from hwnas.supernet.samplers import gumbel_topk
 
 
 def test_rows_are_one_hot_and_mutually_exclusive_batched_over_layers():

@@ -7,13 +7,13 @@ import itertools
 import numpy as np
 import pytest
 
-from hwnas.blocks import op_key
-from hwnas.cost import CostCounter
+from hwnas.space.blocks import op_key
+from hwnas.space.cost import CostCounter
 from hwnas.errors import InputError
 from hwnas.latency.calibration import Calibration, table_fingerprint
 from hwnas.latency.model import LatencyModel
 from hwnas.latency.table import LatencyTable
-from hwnas.space import load_space, space_names
+from hwnas.space.search_space import load_space, space_names
 from tests.test_latency_model import HAND, K5, hand_table
 
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hwnas.blocks import op_key
+from hwnas.space.blocks import op_key
 from hwnas.errors import InputError
 from hwnas.latency.table import LatencyTable
-from hwnas.onnx_io import export_onnx
+from hwnas.profile.onnx_io import export_onnx
 from hwnas.profile.backend import BackendConfig, measure_module, measure_onnx_file
 from hwnas.profile.torch_cpu import torch_threads
-from hwnas.space import load_space
+from hwnas.space.search_space import load_space
 from tests.conftest import TOY_SPACE, cli_json, run_cli
 
 ENTRY_FIELDS = {"median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms", "count"}
@@ -135,7 +135,7 @@ def test_grouped_export_cuts_out_each_block_exactly(tmp_path):
     import numpy as np
     import onnxruntime as ort
 
-    from hwnas.ops import make_module
+    from hwnas.space.ops import make_module
     from hwnas.profile.export_cache import export_blocks, export_onnx_group
     from hwnas.profile.profiler import file_id
 

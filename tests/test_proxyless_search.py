@@ -12,14 +12,14 @@ import pytest
 import torch
 from torch import nn
 
-from hwnas.binary_gates import gated_forward, one_hot_gates, sample_two_paths
+from hwnas.supernet.binary_gates import gated_forward, one_hot_gates, sample_two_paths
 from hwnas.cli.main import main
-from hwnas.dnas import ArchParams
+from hwnas.search.dnas import ArchParams
 from hwnas.latency.model import LatencyModel
-from hwnas.objective import Constraints
-from hwnas.space import load_space
-from hwnas.strategies.proxyless import ArchObjective, ProxylessConfig, ProxylessSteps
-from hwnas.supernet import SuperNet
+from hwnas.search.objective import Constraints
+from hwnas.space.search_space import load_space
+from hwnas.search.strategies.proxyless import ArchObjective, ProxylessConfig, ProxylessSteps
+from hwnas.supernet.supernet import SuperNet
 from tests.conftest import TOY_SPACE, read_history, run_cli, synthetic_table
 
 # ---- toy: flat accuracy, only the latency term can move α ---------------------------------------

@@ -7,10 +7,10 @@ import onnx
 import pytest
 import torch
 
-from hwnas.data import load_dataset, preprocess
-from hwnas.exporting import build_for_export
-from hwnas.onnx_io import export_onnx, ort_session
-from hwnas.quantize import SplitCalibrationReader, quantize
+from hwnas.train.data import load_dataset, preprocess
+from hwnas.export.artifacts import build_for_export
+from hwnas.profile.onnx_io import export_onnx, ort_session
+from hwnas.export.quantize import SplitCalibrationReader, quantize
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from hwnas.checkpoint import load_checkpoint
+from hwnas.train.checkpoint import load_checkpoint
 from hwnas.errors import InputError
-from hwnas.retrain import CHECKPOINT_FORMAT, TrainConfig, train_arch
+from hwnas.train.retrain import CHECKPOINT_FORMAT, TrainConfig, train_arch
 from tests.conftest import TOY_SPACE, cli_json, run_cli
 
 CFG = TrainConfig(epochs=2, lr=0.1, batch_size=32, seed=0)

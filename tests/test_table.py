@@ -10,7 +10,7 @@ import pytest
 
 from hwnas.errors import InputError
 from hwnas.latency.table import LatencyTable, entry_cv, entry_from_samples
-from hwnas.space import load_space
+from hwnas.space.search_space import load_space
 from tests.conftest import TOY_SPACE, cli_json, run_cli
 
 DEVICE = {"name": "box", "backend": "ort-cpu", "threads": 1, "batch": 1, "dtype": "float32", "host": "h",
@@ -95,7 +95,7 @@ def test_check_arch_refuses_other_resolution_width_and_classes():
 def test_table_of_another_width_is_never_silently_used(tmp_path):
     """arch show prices the blocks only when every key is in the table; otherwise exit 2 naming them."""
     sp = load_space(TOY_SPACE)
-    from hwnas.blocks import op_key
+    from hwnas.space.blocks import op_key
 
     keys = [op_key(b) for b in sp.all_blocks()]  # width 1.0
     _table({k: 1.0 for k in keys}).save(tmp_path / "t.json")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from hwnas.arch_import import IMPORTERS, OFA_DEFAULT_SPACE
+from hwnas.space.arch_import import IMPORTERS, OFA_DEFAULT_SPACE
 from hwnas.cli.main import Report, add_json_flag, command
-from hwnas.cost import CostCounter
+from hwnas.space.cost import CostCounter
 from hwnas.errors import InputError
 from hwnas.jsonio import read_json, write_json_atomic
 from hwnas.safeio import check_writable_output

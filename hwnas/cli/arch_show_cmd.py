@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hwnas.blocks import op_key
+from hwnas.space.blocks import op_key
 from hwnas.cli.common import add_arch_args, arch_from_args
 from hwnas.cli.main import Report, add_json_flag, command
-from hwnas.cost import CostCounter
+from hwnas.space.cost import CostCounter
 from hwnas.errors import InputError
 from hwnas.jsonio import write_json_atomic
 from hwnas.latency.table import LatencyTable

@@ -8,7 +8,7 @@ from typing import Any
 from hwnas.errors import InputError
 from hwnas.jsonio import read_json
 from hwnas.safeio import short
-from hwnas.space import SearchSpace, load_named_space, load_space
+from hwnas.space.search_space import SearchSpace, load_named_space, load_space
 
 
 def add_arch_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:

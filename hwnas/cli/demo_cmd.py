@@ -1,11 +1,11 @@
-"""``hwnas demo``: the main job end to end on the embedded default (see ``hwnas.demo``)."""
+"""``hwnas demo``: the main job end to end on the embedded default (see ``hwnas.cli.demo``)."""
 
 from __future__ import annotations
 
 import argparse
 
 from hwnas.cli.main import Report, add_json_flag, command
-from hwnas.demo import DemoConfig, render, run_demo
+from hwnas.cli.demo import DemoConfig, render, run_demo
 from hwnas.safeio import check_output_dir
 
 

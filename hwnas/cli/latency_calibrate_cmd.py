@@ -10,7 +10,7 @@ from hwnas.latency.model import LatencyModel
 from hwnas.latency.validate import MeasurementStore, calibrate, default_repeats
 from hwnas.profile.device_config import add_device_args, commands_from_args
 from hwnas.safeio import check_writable_output
-from hwnas.space import load_space
+from hwnas.space.search_space import load_space
 
 
 def add_measure_args(p: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from hwnas.latency.model import LatencyModel
 from hwnas.latency.validate import MeasurementStore, plot_scatter, validate
 from hwnas.profile.device_config import commands_from_args
 from hwnas.safeio import check_writable_output
-from hwnas.space import load_space
+from hwnas.space.search_space import load_space
 
 
 @command("latency validate", help="measure N random archs end to end and compare with the predictions")

@@ -9,7 +9,7 @@ from hwnas.profile.backend import BackendConfig
 from hwnas.profile.device_config import add_device_args, commands_from_args
 from hwnas.profile.profiler import ProfileSettings, profile_table
 from hwnas.safeio import check_output_dir, check_writable_output
-from hwnas.space import load_space
+from hwnas.space.search_space import load_space
 
 
 @command("profile", help="build a latency lookup table: time every distinct block of a space on a backend")

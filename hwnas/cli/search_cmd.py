@@ -8,10 +8,10 @@ from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.errors import InputError
 from hwnas.profile.device_config import add_device_args
 from hwnas.safeio import check_output_dir
-from hwnas.search import SearchSettings, run_search
-from hwnas.strategies import load_strategies
-from hwnas.supernet import SHARING
-from hwnas.supernet_train import SupernetTrainConfig
+from hwnas.search.runner import SearchSettings, run_search
+from hwnas.search.strategies import load_strategies
+from hwnas.supernet.supernet import SHARING
+from hwnas.supernet.training import SupernetTrainConfig
 
 
 def _budgets(text: str) -> tuple[float, ...]:

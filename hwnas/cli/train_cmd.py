@@ -1,4 +1,4 @@
-"""``hwnas train``: train an architecture from scratch, resumable per epoch (``hwnas.retrain``)."""
+"""``hwnas train``: train an architecture from scratch, resumable per epoch (``hwnas.train.retrain``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 
 from hwnas.cli.common import add_arch_args, arch_from_args
 from hwnas.cli.main import Report, add_json_flag, command
-from hwnas.retrain import TrainConfig, train_arch
+from hwnas.train.retrain import TrainConfig, train_arch
 from hwnas.safeio import check_output_dir
 
 _DEFAULTS = TrainConfig()

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import torch
 
-from hwnas.blocks import Block, op_key
+from hwnas.space.blocks import Block, op_key
 from hwnas.errors import InputError
 from hwnas.latency.expected import Term, check_probs, expected_cost
 
 if TYPE_CHECKING:
     from hwnas.latency.model import LatencyModel
-    from hwnas.space import SearchSpace
+    from hwnas.space.search_space import SearchSpace
 
 
 class BatchPredictor:
@@ -120,7 +120,7 @@ class BatchPredictor:
     def terms(self, kind: str) -> tuple[list[Term], float]:
         """The dense arrays behind a cost and its constant: ``kind`` is latency, flops or params.
 
-        ``cost(x) = const + Σ_t array_t[x[decisions_t]]`` (e.g. for exact minimization, ``hwnas.bounds``).
+        ``cost(x) = const + Σ_t array_t[x[decisions_t]]`` (e.g. for exact minimization, ``hwnas.space.bounds``).
         """
         if kind == "latency":
             return list(self._lat), float(self._intercept)
@@ -133,7 +133,7 @@ class BatchPredictor:
 
     def _cost_terms(self) -> tuple[list[Term], list[Term]]:
         if self._flops is None or self._params is None:
-            from hwnas.cost import CostCounter
+            from hwnas.space.cost import CostCounter
 
             counter = CostCounter()
             self._flops = self._arrays(lambda b: float(counter.block(b).flops))

@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-from hwnas.blocks import parse_key
+from hwnas.space.blocks import parse_key
 from hwnas.errors import InputError
 from hwnas.safeio import MAX_YAML_BYTES, load_yaml_text, read_bounded_bytes, short
 from hwnas.latency.table import LatencyTable, utc_now

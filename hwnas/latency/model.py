@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from hwnas.blocks import Block, op_key
+from hwnas.space.blocks import Block, op_key
 from hwnas.errors import InputError
 from hwnas.latency.calibration import Calibration, calibration_path
 from hwnas.latency.regressor import BlockRegressor, EstimateError
@@ -22,7 +22,7 @@ from hwnas.latency.table import LatencyTable
 
 if TYPE_CHECKING:
     from hwnas.latency.batch import BatchPredictor
-    from hwnas.space import SearchSpace
+    from hwnas.space.search_space import SearchSpace
 
 #: Source of a block's latency in ``Prediction.per_block``.
 TABLE, ESTIMATED, FREE = "table", "estimated", "free"
@@ -177,7 +177,7 @@ class LatencyModel:
         return self.predict_blocks(sp.resolve(a), strict=strict)
 
     def _space(self, arch: Any) -> "SearchSpace":
-        from hwnas.space import load_named_space
+        from hwnas.space.search_space import load_named_space
 
         name = arch.get("space") if isinstance(arch, dict) else None
         if not isinstance(name, str):

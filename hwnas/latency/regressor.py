@@ -2,7 +2,7 @@
 
 A table covers the blocks it was profiled (or published) for; an architecture at another width,
 kernel, expansion or feature-map size needs keys the table does not have. The regressor is trained
-on the table's own entries, from nothing but their keys (``hwnas.blocks.parse_key``), so it works for
+on the table's own entries, from nothing but their keys (``hwnas.space.blocks.parse_key``), so it works for
 imported tables too.
 
 Model choice (default ``linear``): a non-negative linear model on analytic work counts,
@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from hwnas.blocks import parse_key
+from hwnas.space.blocks import parse_key
 
 #: Continuous features, in column order (units: millions of MACs / elements, counts).
 WORK_FEATURES = ("dense_mmac", "dw_mmac", "fixed_mmac", "mem_melem", "hswish_melem", "se_melem", "layers")
@@ -50,7 +50,7 @@ def work_features(parsed: Mapping[str, Any]) -> np.ndarray:
     """Analytic work counts of one block from its parsed key, shape (len(WORK_FEATURES),).
 
     Args:
-        parsed: ``hwnas.blocks.parse_key(key)``.
+        parsed: ``hwnas.space.blocks.parse_key(key)``.
     """
     p = parsed
     hw2, out2 = p["hw"] ** 2, p["out_hw"] ** 2

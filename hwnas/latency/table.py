@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from hwnas.blocks import Block, op_key
+from hwnas.space.blocks import Block, op_key
 from hwnas.errors import IgnoredFieldWarning, InputError
 from hwnas.safeio import short
 from hwnas.jsonio import read_json, write_json_atomic

@@ -138,7 +138,7 @@ def measure_archs(space, archs: Sequence[dict[str, Any]], *, table: LatencyTable
     import torch
     from tqdm import tqdm
 
-    from hwnas.build import build_model
+    from hwnas.space.build import build_model
     from hwnas.profile.backend import BackendConfig, make_backend
 
     if passes < 1 or chunk < 1:

@@ -320,7 +320,7 @@ def onnx_versions() -> dict[str, str]:
     """Versions of the export toolchain that shapes the ONNX graphs (torch, onnx, opset)."""
     import onnx
 
-    from hwnas.onnx_io import OPSET
+    from hwnas.profile.onnx_io import OPSET
 
     return {"torch": torch.__version__, "onnx": onnx.__version__, "opset": str(OPSET)}
 

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from hwnas.onnx_io import export_onnx, ort_session
+from hwnas.profile.onnx_io import export_onnx, ort_session
 from hwnas.profile.backend import Backend, Runner, onnx_versions, random_input, register_backend, timed
 
 

@@ -6,7 +6,7 @@ one ``torch.onnx.export`` of a wrapper that runs ``group`` blocks side by side (
 block i → output ``out<i>``), after which each block's own model is cut out of the group graph with
 ``onnx.utils.Extractor`` (``in<i>`` to ``out<i>``: exactly that block's nodes and weights). On the
 mnasnet space at 224 px this took 0.15 s per block instead of 0.7 s. Export settings are those of
-``hwnas.onnx_io.export_onnx`` (opset ``OPSET``, weights inside the file, exporter chatter moved to
+``hwnas.profile.onnx_io.export_onnx`` (opset ``OPSET``, weights inside the file, exporter chatter moved to
 stderr); a group whose export fails falls back to ``export_onnx`` block by block.
 
 Each block's file is ``<work>/<file_id(key)>.onnx``, written atomically (temp name + rename), so a
@@ -26,9 +26,9 @@ from typing import Callable, Sequence
 import torch
 from tqdm import tqdm
 
-from hwnas.blocks import Block
-from hwnas.onnx_io import OPSET, export_onnx
-from hwnas.ops import make_module
+from hwnas.space.blocks import Block
+from hwnas.profile.onnx_io import OPSET, export_onnx
+from hwnas.space.ops import make_module
 
 #: Blocks per grouped export.
 EXPORT_GROUP = 48

@@ -4,7 +4,7 @@ Protocol (what makes the numbers trustworthy on a machine that drifts):
 
 1. **Coverage.** ``SearchSpace.all_blocks`` enumerates every block any architecture of the space
    can contain (stem, searchable layers, ``Conv_1``, pooling, classifier), at the table's
-   resolution, width multiplier and class count; keys are ``hwnas.blocks.op_key``. Any
+   resolution, width multiplier and class count; keys are ``hwnas.space.blocks.op_key``. Any
    architecture of the space is then predictable from the table alone.
 2. **Prepare first, time afterwards.** ONNX backends export every block (in groups, cached in a work
    folder, each file written atomically: ``hwnas.profile.export_cache``) before any timing, so
@@ -47,13 +47,13 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from hwnas.blocks import Block, op_key
+from hwnas.space.blocks import Block, op_key
 from hwnas.errors import InputError
 from hwnas.latency.table import LatencyTable, entry_cv, entry_from_samples, utc_now
-from hwnas.ops import make_module
+from hwnas.space.ops import make_module
 from hwnas.profile.backend import Backend, BackendConfig, Runner, gc_paused, make_backend
 from hwnas.profile.export_cache import export_blocks
-from hwnas.space import SearchSpace
+from hwnas.space.search_space import SearchSpace
 
 #: Header fields that must agree between an existing table and a resumed run.
 RESUME_FIELDS = ("backend", "threads", "batch", "dtype", "channels_last", "parser", "serial",

@@ -1,0 +1,189 @@
+"""Differentiable search scaffolding shared by gradient strategies (ProxylessNAS, MSG-DAS, GDAS, DARTS).
+
+Architecture parameters α are one logit vector per decision of the space (so strategies stay at the
+level of decisions). ``alternate`` runs the bi-level loop of DARTS (Liu et al. 2019, Alg. 1) in its
+first-order form: a weight step on a ``train`` batch (SGD, cosine schedule), then an architecture
+step on an ``arch`` batch (Adam), each defined by the strategy as a callback that computes and
+back-propagates its loss. It records α's probabilities per epoch in the history, checkpoints
+atomically and resumes: data order, sampling generators and dropout masks are functions of
+(seed, step), so a resumed search repeats an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from hwnas.train.data import Dataset, batches, num_batches
+from hwnas.train.runs import RunDir
+from hwnas.supernet.supernet import SuperNet
+from hwnas.supernet.training import step_rng
+from hwnas.train.loop import cosine_lr, make_sgd, set_lr
+
+
+class ArchParams(nn.Module):
+    """α: one logit vector per decision, initialized to zero (all options equally likely)."""
+
+    def __init__(self, num_options: tuple[int, ...] | list[int]) -> None:
+        super().__init__()
+        self.alphas = nn.ParameterList([nn.Parameter(torch.zeros(int(n))) for n in num_options])
+
+    def probs(self, *, temperature: float = 1.0) -> list[torch.Tensor]:
+        """softmax(α / temperature) per decision (differentiable)."""
+        return [torch.softmax(a / temperature, dim=0) for a in self.alphas]
+
+    def derive(self) -> np.ndarray:
+        """The derived architecture: argmax α per decision (option indices)."""
+        return np.array([int(torch.argmax(a.detach())) for a in self.alphas], dtype=np.int64)
+
+    def snapshot(self) -> list[list[float]]:
+        """Current probabilities as plain lists (for the history and the heatmap)."""
+        with torch.no_grad():
+            return [[round(float(v), 6) for v in p] for p in self.probs()]
+
+
+@dataclass(frozen=True)
+class AlternatingConfig:
+    """Settings of the alternating weight / architecture optimization.
+
+    Attributes:
+        epochs: Passes over the weight-training split.
+        batch_size: Examples per step (both splits).
+        w_lr: Peak SGD learning rate of the weights (cosine decay to 0).
+        w_momentum: SGD momentum.
+        w_weight_decay: Weight decay of the weights.
+        w_nesterov: Nesterov momentum for the weights (ProxylessNAS' reference code) or plain momentum
+            (DARTS, MSG-DAS Sec. 4.2).
+        a_lr: Adam learning rate of α.
+        a_betas: Adam betas of α.
+        a_weight_decay: Weight decay of α.
+        warmup_epochs: Epochs of weight steps only before α starts to move.
+        checkpoint_every: Steps between checkpoints (and one at every epoch end).
+    """
+
+    epochs: int = 5
+    batch_size: int = 64
+    w_lr: float = 0.05
+    w_momentum: float = 0.9
+    w_weight_decay: float = 4e-5
+    w_nesterov: bool = True
+    a_lr: float = 1e-3
+    a_betas: tuple[float, float] = (0.0, 0.999)
+    a_weight_decay: float = 0.0
+    warmup_epochs: int = 0
+    checkpoint_every: int = 50
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: A step callback: (images N,3,R,R; labels N; generator; step) → metrics; it calls ``backward`` itself.
+StepFn = Callable[[torch.Tensor, torch.Tensor, np.random.Generator, int], dict[str, float]]
+
+
+def alternate(*, supernet: SuperNet, arch: ArchParams, ds: Dataset, config: AlternatingConfig, seed: int,
+              run: RunDir, phase: str, weight_step: StepFn, arch_step: StepFn,
+              state: dict[str, Any] | None = None,
+              extra_state: Callable[[], dict[str, Any]] = dict,
+              on_epoch: Callable[[int], dict[str, Any]] | None = None,
+              after_arch_step: Callable[[int], None] | None = None) -> None:
+    """Alternates weight steps (``ds.train``) and architecture steps (``ds.arch``) for ``config.epochs``.
+
+    Args:
+        supernet: Shared weights (optimized by SGD).
+        arch: α (optimized by Adam).
+        ds: Dataset.
+        config: Settings.
+        seed: Run seed.
+        run: Run directory.
+        phase: Name in the history lines.
+        weight_step: Computes the weight loss of a train batch and calls ``backward``.
+        arch_step: Computes the architecture loss of an arch batch and calls ``backward``.
+        state: Checkpoint to resume from.
+        extra_state: Strategy state stored with each checkpoint.
+        on_epoch: Extra history fields at each epoch end (e.g. the derived arch's predicted latency).
+        after_arch_step: Called with the step index right after each architecture optimizer step
+            (e.g. ProxylessNAS's rescaling of the updated α, Cai et al. 2019, Sec. 3.2.1).
+    """
+    res = supernet.resolution
+    per_epoch = num_batches(ds.train, batch_size=config.batch_size, drop_last=True)
+    arch_batches = max(1, num_batches(ds.arch, batch_size=config.batch_size, drop_last=True))
+    total = per_epoch * config.epochs
+    w_opt = make_sgd(supernet.parameters(), lr=config.w_lr, momentum=config.w_momentum,
+                     weight_decay=config.w_weight_decay, nesterov=config.w_nesterov)
+    a_opt = torch.optim.Adam(arch.parameters(), lr=config.a_lr, betas=config.a_betas,
+                             weight_decay=config.a_weight_decay)
+    step = 0
+    sums: dict[str, float] = {}
+    if state is not None and "dnas" in state:
+        supernet.load_state_dict(state["supernet"])
+        arch.load_state_dict(state["arch"])
+        w_opt.load_state_dict(state["w_opt"])
+        a_opt.load_state_dict(state["a_opt"])
+        step, sums = int(state["dnas"]["step"]), dict(state["dnas"]["sums"])
+    if step >= total:
+        return
+
+    def checkpoint() -> None:
+        run.save_checkpoint({"phase": phase, "supernet": supernet.state_dict(), "arch": arch.state_dict(),
+                             "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(),
+                             "dnas": {"step": step, "sums": sums}, **extra_state()})
+
+    supernet.train()
+    bar = tqdm(total=total, initial=step, desc=phase, unit="step", leave=False, dynamic_ncols=True)
+    while step < total:
+        epoch, start = divmod(step, per_epoch)
+        arch_iter = None
+        for x, y in batches(ds.train, ds, batch_size=config.batch_size, resolution=res, seed=seed, epoch=epoch,
+                            start=start, drop_last=True):
+            rng = step_rng(seed, step, stream=1)
+            torch.manual_seed(seed * 1_000_003 + step)
+            set_lr(w_opt, cosine_lr(config.w_lr, step, total))
+            w_opt.zero_grad(set_to_none=True)
+            a_opt.zero_grad(set_to_none=True)
+            metrics = {f"w_{k}": v for k, v in weight_step(x, y, rng, step).items()}
+            w_opt.step()
+            if epoch >= config.warmup_epochs:
+                if arch_iter is None:  # arch batches of this epoch, aligned with the step index
+                    a_start = (step % per_epoch) % arch_batches
+                    arch_iter = batches(ds.arch, ds, batch_size=config.batch_size, resolution=res, seed=seed + 1,
+                                        epoch=epoch, start=a_start, drop_last=True)
+                try:
+                    xa, ya = next(arch_iter)
+                except StopIteration:
+                    arch_iter = batches(ds.arch, ds, batch_size=config.batch_size, resolution=res, seed=seed + 1,
+                                        epoch=epoch + 10_000 * (step + 1), drop_last=True)
+                    xa, ya = next(arch_iter)
+                w_opt.zero_grad(set_to_none=True)
+                a_opt.zero_grad(set_to_none=True)
+                metrics.update({f"a_{k}": v for k, v in arch_step(xa, ya, rng, step).items()})
+                a_opt.step()
+                if after_arch_step is not None:
+                    after_arch_step(step)
+                w_opt.zero_grad(set_to_none=True)
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            sums["_n"] = sums.get("_n", 0.0) + 1
+            step += 1
+            bar.update(1)
+            run.crash_point(f"{phase}_step")
+            if step % per_epoch == 0:
+                n = max(1.0, sums.pop("_n", 1.0))
+                record = {"phase": phase, "epoch": step // per_epoch, "step": step,
+                          **{k: v / n for k, v in sums.items()}, "probs": arch.snapshot(),
+                          "derived": arch.derive().tolist()}
+                if on_epoch is not None:
+                    record.update(on_epoch(step // per_epoch))
+                run.append_history(record)
+                sums = {}
+                checkpoint()
+            elif step % config.checkpoint_every == 0:
+                checkpoint()
+            if step >= total:
+                break
+    bar.close()

@@ -1,0 +1,134 @@
+"""The strategy interface: strategies see decisions and services, never modules or training loops.
+
+A strategy receives a ``SearchContext`` whose services act on option-index vectors
+(``SearchSpace.encode``): vectorized cost prediction, constraint checks, supernet weight training
+with a path sampler, and supernet scoring of a path. It returns the best decisions it found and
+every candidate it evaluated. It keeps its own state in the run directory through ``ctx.checkpoint``
+and resumes from ``ctx.state``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from hwnas.search.objective import Constraints
+from hwnas.train.runs import RunDir
+from hwnas.supernet.samplers import PathSampler
+from hwnas.space.search_space import SearchSpace
+
+
+@dataclass
+class Costs:
+    """Vectorized cost prediction on option indices (N, num_decisions) → (N,)."""
+
+    latency: Callable[[np.ndarray], np.ndarray]  # ms
+    flops: Callable[[np.ndarray], np.ndarray]
+    params: Callable[[np.ndarray], np.ndarray]
+
+    def all(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        indices = np.atleast_2d(indices)
+        return self.latency(indices), self.flops(indices), self.params(indices)
+
+
+@dataclass
+class SearchContext:
+    """Everything a strategy may use.
+
+    Attributes:
+        space: The search space (decisions, sampling, mutation, crossover).
+        constraints: Hard bounds for the current budget.
+        costs: Vectorized predicted latency / FLOPs / params.
+        seed: Run seed.
+        run: Run directory (history, checkpoints).
+        state: The checkpoint to resume from, or ``None``.
+        train_weights: Trains the supernet's weights for the configured epochs with a path sampler
+            (resumable; a no-op once done).
+        score: Accuracy of a path with inherited weights (BN recalibrated), cached.
+        services: Strategy-specific services (e.g. gradient steps for differentiable strategies).
+    """
+
+    space: SearchSpace
+    constraints: Constraints
+    costs: Costs
+    seed: int
+    run: RunDir
+    state: dict[str, Any] | None
+    train_weights: Callable[[PathSampler], None]
+    score: Callable[[np.ndarray], float]
+    services: dict[str, Any] = field(default_factory=dict)
+
+    def feasible(self, indices: np.ndarray) -> np.ndarray:
+        """Constraint check of option indices (N, D) → (N,) bool."""
+        lat, flops, params = self.costs.all(indices)
+        return self.constraints.feasible(latency=lat, flops=flops, params=params)
+
+    def checkpoint(self, strategy_state: dict[str, Any]) -> None:
+        """Saves the strategy's state (with the supernet) atomically."""
+        self.run.save_checkpoint({**self.services["supernet_state"](), "strategy": strategy_state})
+
+
+@dataclass
+class SearchResult:
+    """The outcome of a search.
+
+    Attributes:
+        best: Option indices of the best architecture found.
+        score: Its accuracy with inherited weights (fraction).
+        candidates: Every evaluated candidate: ``{"indices", "accuracy", "latency_ms", "flops", "params"}``.
+        extra: Strategy-specific results (e.g. per-budget winners, learned probabilities).
+    """
+
+    best: np.ndarray
+    score: float
+    candidates: list[dict[str, Any]]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Strategy(ABC):
+    """A search strategy. Subclasses set ``name``, define their flags and ``search``."""
+
+    name: ClassVar[str]
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Adds the strategy's own flags (names must not collide with other strategies')."""
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Strategy":
+        """The strategy configured from parsed flags."""
+        return cls()
+
+    def settings(self) -> dict[str, Any]:
+        """Settings recorded in ``config.json`` (a resumed run must match them)."""
+        return {}
+
+    def runs_without_weight_training(self) -> bool:
+        """Whether ``--epochs 0`` is meaningful (no supernet training); refused unless a strategy says so."""
+        return False
+
+    def measures_on_device(self) -> bool:
+        """Whether the search times models on the table's device (and so uses ``--device-config``)."""
+        return False
+
+    @abstractmethod
+    def search(self, ctx: SearchContext) -> SearchResult:
+        """Runs the search."""
+
+
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register_strategy(name: str) -> Callable[[type[Strategy]], type[Strategy]]:
+    """Registers a strategy class under ``name``."""
+
+    def deco(cls: type[Strategy]) -> type[Strategy]:
+        cls.name = name
+        STRATEGIES[name] = cls
+        return cls
+
+    return deco

@@ -1,0 +1,367 @@
+"""``msgdas``: Mutually-aware Sub-Graphs Differentiable Architecture Search (Tan et al. 2021) with latency.
+
+Per step (Sec. 3.1, Fig. 2): the Gumbel-TopK sampler (``hwnas.supernet.samplers.gumbel_topk``, Eq. 1-3,
+Alg. 1) draws K mutually exclusive options per decision from α, i.e. K single-path sub-graphs that
+share the stem and the head; each computes its loss on the same batch and the losses are summed.
+K = 1 is GDAS (Dong & Yang 2019). Identity candidates (``skip`` options, depth-cut layers) pass
+through DropBlock whose ratio rises step-wise from 0 (Sec. 3.2, Eq. 4-6, ``hwnas.supernet.dropblock``). A
+forward pass of the whole supernet, candidates mixed by softmax(α), under ``torch.no_grad`` gives soft
+labels; each sub-graph adds ``λ · CE(p_super, p_sub)`` with λ rising linearly from 0 (Sec. 3.3,
+Eq. 7). Weights and α alternate (``hwnas.search.dnas.alternate``): SGD with a cosine schedule on the weight
+split, Adam on the architecture split (Sec. 4.2: α = 0 at start, Adam lr 3e-4, betas (0.5, 0.999),
+weight decay 1e-4; weights momentum 0.9, weight decay 3e-4; τ from 10 down to 1 linearly).
+
+Hardware awareness follows ProxylessNAS (Cai et al. 2019, Sec. 3.3), as the paper suggests (Sec. 4.4):
+in the architecture step each sub-graph's loss gets the table's exact expected latency under
+softmax(α), multiplicatively ``L · α_l · (log E[LAT] / log T)^β`` or additively ``L + λ_l · E[LAT] / T``.
+The architecture is derived by argmax α (Sec. 3, Preliminary).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hwnas.train.data import num_batches
+from hwnas.search.dnas import AlternatingConfig, ArchParams, alternate
+from hwnas.supernet.dropblock import DropBlockSchedule, drop_block
+from hwnas.errors import InputError
+from hwnas.search.objective import proxyless_add_loss, proxyless_mul_loss
+from hwnas.plots import alpha_heatmap
+from hwnas.supernet.samplers import gumbel_topk
+from hwnas.space.search_space import SearchSpace, load_space
+from hwnas.space.schema import is_ref
+from hwnas.search.strategies.base import SearchContext, SearchResult, Strategy, register_strategy
+from hwnas.supernet.supernet import SuperNet
+from hwnas.train.loop import classification_loss
+
+PHASE = "msgdas"
+LATENCY_LOSSES = ("mul", "add", "none")
+
+
+@dataclass(frozen=True)
+class MsgdasConfig:
+    """MSG-DAS settings (defaults: Sec. 4.2 of the paper; latency terms: ProxylessNAS's defaults).
+
+    Attributes:
+        k: Mutually exclusive sub-graphs per step (K; K = 1 is GDAS).
+        tau_start: Gumbel-softmax temperature at the first step.
+        tau_end: Temperature at the last step (linear in between).
+        lambda_max: Super-net guidance weight λ at the last step (linear from 0; Table 4 best: 0.01).
+        dropblock: DropBlock-identity schedule (ratio 0, then step-wise up to its maximum).
+        arch_lr: Adam learning rate of α.
+        arch_betas: Adam betas of α.
+        arch_weight_decay: Weight decay of α.
+        weight_decay: Weight decay of the supernet weights (SGD, cosine schedule, momentum 0.9).
+        warmup_epochs: Epochs of weight steps only before α moves.
+        latency_loss: ``mul``, ``add`` or ``none``.
+        latency_alpha: α_l of the multiplicative form.
+        latency_beta: β of the multiplicative form.
+        latency_lambda: λ_l of the additive form.
+        samples: Extra architectures drawn from the final softmax(α) and scored (Pareto plot context).
+    """
+
+    k: int = 2
+    tau_start: float = 10.0
+    tau_end: float = 1.0
+    lambda_max: float = 0.01
+    dropblock: DropBlockSchedule = field(default_factory=DropBlockSchedule)
+    arch_lr: float = 3e-4
+    arch_betas: tuple[float, float] = (0.5, 0.999)
+    arch_weight_decay: float = 1e-4
+    weight_decay: float = 3e-4
+    warmup_epochs: int = 0
+    latency_loss: str = "mul"
+    latency_alpha: float = 0.2
+    latency_beta: float = 0.3
+    latency_lambda: float = 0.1
+    samples: int = 8
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.k >= 1, f"--msgdas-k must be >= 1, got {self.k}."),
+            (self.tau_start > 0 and self.tau_end > 0,
+             f"--msgdas-tau-start and --msgdas-tau-end must be positive, got {self.tau_start} and {self.tau_end}."),
+            (self.lambda_max >= 0, f"--msgdas-lambda must be >= 0, got {self.lambda_max}."),
+            (self.arch_lr > 0, f"--msgdas-arch-lr must be positive, got {self.arch_lr}."),
+            (all(0 <= b < 1 for b in self.arch_betas),
+             f"--msgdas-arch-betas must be in [0, 1), got {self.arch_betas}."),
+            (self.arch_weight_decay >= 0 and self.weight_decay >= 0,
+             "--msgdas-arch-weight-decay and --msgdas-weight-decay must be >= 0."),
+            (self.warmup_epochs >= 0, f"--msgdas-warmup-epochs must be >= 0, got {self.warmup_epochs}."),
+            (self.latency_loss in LATENCY_LOSSES,
+             f"--msgdas-latency-loss must be one of {', '.join(LATENCY_LOSSES)}, got {self.latency_loss!r}."),
+            (self.samples >= 0, f"--msgdas-samples must be >= 0, got {self.samples}."),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+
+    def tau(self, step: int, total: int) -> float:
+        """τ at ``step`` of ``total``: linear from ``tau_start`` (first step) to ``tau_end`` (last step)."""
+        t = step / max(1, total - 1)
+        return self.tau_start + (self.tau_end - self.tau_start) * min(1.0, t)
+
+    def guidance_weight(self, step: int, total: int) -> float:
+        """λ at ``step`` of ``total``: linear from 0 (first step) to ``lambda_max`` (last step)."""
+        return self.lambda_max * min(1.0, step / max(1, total - 1))
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["arch_betas"] = list(self.arch_betas)
+        return out
+
+
+# ---- the pieces of one step (public for tests and benchmarks) -------------------------------------
+
+def sample_subgraphs(alphas: Sequence[torch.Tensor], k: int, tau: float, *,
+                     generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    """K exclusive straight-through one-hot samples per decision (Sec. 3.1, Alg. 1).
+
+    Decisions with the same number of options are sampled in one batched ``gumbel_topk`` call.
+
+    Returns:
+        ``out[d]``: shape (k, num_options[d]); row i is sub-graph i's one-hot choice for decision d.
+    """
+    groups: dict[int, list[int]] = {}
+    for d, a in enumerate(alphas):
+        groups.setdefault(int(a.shape[0]), []).append(d)
+    out: list[torch.Tensor | None] = [None] * len(alphas)
+    for n in sorted(groups):
+        ds = groups[n]
+        rows = gumbel_topk(torch.stack([alphas[d] for d in ds]), k, tau, generator=generator)  # k, len(ds), n
+        for j, d in enumerate(ds):
+            out[d] = rows[:, j]
+    return out  # type: ignore[return-value]
+
+
+def subgraph_weights(rows: Sequence[torch.Tensor], i: int) -> tuple[list[torch.Tensor], list[list[int]]]:
+    """Sub-graph ``i``'s weight vector per decision and the one option per decision to compute."""
+    weights = [r[i] for r in rows]
+    return weights, [[int(w.detach().argmax())] for w in weights]
+
+
+@torch.no_grad()
+def guidance_probs(supernet: SuperNet, arch: ArchParams, x: torch.Tensor) -> torch.Tensor:
+    """Soft labels of the whole supernet, candidates mixed by softmax(α) (Sec. 3.3, gradient-stopped).
+
+    Runs under ``torch.no_grad``: no autograd graph, no activations kept for backward.
+
+    Returns:
+        Class probabilities, N, classes.
+    """
+    probs = [p.detach() for p in arch.probs()]
+    return torch.softmax(supernet.weighted_forward(x, probs), dim=1)
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``−Σ_c p_c^super · log p_c^sub``, averaged over the batch (the guidance term of Eq. 7)."""
+    return -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def subgraph_losses(supernet: SuperNet, x: torch.Tensor, y: torch.Tensor, rows: Sequence[torch.Tensor], *,
+                    soft: torch.Tensor | None, lam: float,
+                    identity_fn: Callable[[torch.Tensor], torch.Tensor] | None) -> tuple[list[torch.Tensor], float]:
+    """Each sub-graph's ``L^k = CE(logits_k, y) + λ · CE(p_super, p_k)`` (Eq. 7) on the same batch (Fig. 2).
+
+    Args:
+        supernet: Shared weights.
+        x: Images, N, 3, R, R.
+        y: Labels, N.
+        rows: Output of ``sample_subgraphs``.
+        soft: Super-net soft labels (N, classes) or ``None`` (no guidance).
+        lam: Guidance weight λ.
+        identity_fn: Applied to identity candidates (DropBlock-identity) or ``None``.
+
+    Returns:
+        The K losses (graphs kept for backward) and the mean top-1 accuracy of the K sub-graphs.
+    """
+    k = int(rows[0].shape[0])
+    losses, correct = [], 0
+    for i in range(k):
+        weights, compute = subgraph_weights(rows, i)
+        logits = supernet.weighted_forward(x, weights, compute=compute, identity_fn=identity_fn)  # N, classes
+        loss = classification_loss(logits, y)
+        if soft is not None and lam > 0:
+            loss = loss + lam * soft_cross_entropy(logits, soft)
+        losses.append(loss)
+        correct += int((logits.detach().argmax(1) == y).sum())
+    return losses, correct / max(1, k * len(y))
+
+
+def _onehot_rows(rows: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Exact one-hot copies of straight-through rows (weight steps need no gradient to α)."""
+    return [F.one_hot(r.detach().argmax(-1), r.shape[-1]).to(r.dtype) for r in rows]
+
+
+# ---- the strategy ----------------------------------------------------------------------------------
+
+@register_strategy("msgdas")
+class Msgdas(Strategy):
+    """MSG-DAS with a latency loss; see the module docstring."""
+
+    def __init__(self, *, config: MsgdasConfig) -> None:
+        self.config = config
+
+    @classmethod
+    def add_arguments(cls, p: argparse.ArgumentParser) -> None:
+        c, db = MsgdasConfig(), DropBlockSchedule()
+        p.add_argument("--msgdas-k", type=int, default=c.k, help="MSG-DAS: exclusive sub-graphs per step (1 = GDAS)")
+        p.add_argument("--msgdas-tau-start", type=float, default=c.tau_start,
+                       help="MSG-DAS: initial Gumbel temperature")
+        p.add_argument("--msgdas-tau-end", type=float, default=c.tau_end, help="MSG-DAS: final Gumbel temperature")
+        p.add_argument("--msgdas-lambda", type=float, default=c.lambda_max,
+                       help="MSG-DAS: final super-net guidance weight (linear from 0; 0 turns guidance off)")
+        p.add_argument("--msgdas-dropblock-max", type=float, default=db.max_ratio,
+                       help="MSG-DAS: final DropBlock ratio of identity candidates (starts at 0)")
+        p.add_argument("--msgdas-dropblock-steps", type=int, default=db.steps,
+                       help="MSG-DAS: increments of the step-wise DropBlock ratio")
+        p.add_argument("--msgdas-dropblock-size", type=int, default=db.block_size, help="MSG-DAS: DropBlock block side")
+        p.add_argument("--msgdas-arch-lr", type=float, default=c.arch_lr, help="MSG-DAS: Adam learning rate of alpha")
+        p.add_argument("--msgdas-arch-betas", type=float, nargs=2, default=list(c.arch_betas), metavar=("B1", "B2"),
+                       help="MSG-DAS: Adam betas of alpha")
+        p.add_argument("--msgdas-arch-weight-decay", type=float, default=c.arch_weight_decay,
+                       help="MSG-DAS: weight decay of alpha")
+        p.add_argument("--msgdas-weight-decay", type=float, default=c.weight_decay,
+                       help="MSG-DAS: weight decay of the supernet weights (replaces --weight-decay)")
+        p.add_argument("--msgdas-warmup-epochs", type=int, default=c.warmup_epochs,
+                       help="MSG-DAS: epochs of weight steps before alpha moves")
+        p.add_argument("--msgdas-latency-loss", choices=LATENCY_LOSSES, default=c.latency_loss,
+                       help="MSG-DAS: latency term: mul (CE*a*(log E[LAT]/log T)^b), add (CE + l*E[LAT]/T), none")
+        p.add_argument("--msgdas-latency-alpha", type=float, default=c.latency_alpha, help="MSG-DAS: a of mul")
+        p.add_argument("--msgdas-latency-beta", type=float, default=c.latency_beta, help="MSG-DAS: b of mul")
+        p.add_argument("--msgdas-latency-lambda", type=float, default=c.latency_lambda, help="MSG-DAS: l of add")
+        p.add_argument("--msgdas-samples", type=int, default=c.samples,
+                       help="MSG-DAS: architectures drawn from the final softmax(alpha) and scored besides argmax")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Msgdas":
+        strategy = cls(config=MsgdasConfig(
+            k=args.msgdas_k, tau_start=args.msgdas_tau_start, tau_end=args.msgdas_tau_end,
+            lambda_max=args.msgdas_lambda,
+            dropblock=DropBlockSchedule(max_ratio=args.msgdas_dropblock_max, steps=args.msgdas_dropblock_steps,
+                                        block_size=args.msgdas_dropblock_size),
+            arch_lr=args.msgdas_arch_lr, arch_betas=tuple(args.msgdas_arch_betas),
+            arch_weight_decay=args.msgdas_arch_weight_decay, weight_decay=args.msgdas_weight_decay,
+            warmup_epochs=args.msgdas_warmup_epochs, latency_loss=args.msgdas_latency_loss,
+            latency_alpha=args.msgdas_latency_alpha, latency_beta=args.msgdas_latency_beta,
+            latency_lambda=args.msgdas_latency_lambda, samples=args.msgdas_samples))
+        strategy.check_space(load_space(args.space))  # before the run directory exists
+        return strategy
+
+    def settings(self) -> dict[str, Any]:
+        return self.config.to_json()
+
+    # ---- checks ------------------------------------------------------------------------------
+
+    def check_space(self, space: SearchSpace) -> None:
+        """Raises ``InputError`` when K sub-graphs cannot be exclusive or the guidance pass cannot mix."""
+        k = self.config.k
+        for d, n in zip(space.decisions, space.num_options):
+            if k > n:
+                raise InputError(f"--msgdas-k {k} exceeds the {n} options of decision {d.name} of space "
+                                 f"{space.name}: the K sub-graphs must be mutually exclusive.")
+        if self.config.lambda_max > 0 and any(is_ref(s.width) for s in space.spec.stages):
+            raise InputError(f"space {space.name} has width decisions whose candidates cannot be mixed in the "
+                             f"super-net guidance pass; pass --msgdas-lambda 0.")
+
+    # ---- search ------------------------------------------------------------------------------
+
+    def search(self, ctx: SearchContext) -> SearchResult:
+        cfg = self.config
+        supernet: SuperNet = ctx.services["supernet"]
+        ds = ctx.services["dataset"]
+        predictor = ctx.services["predictor"]
+        tc = ctx.services["train_config"]
+        self.check_space(ctx.space)
+        arch = ArchParams(ctx.space.num_options)
+        loop = AlternatingConfig(epochs=tc.epochs, batch_size=tc.batch_size, w_lr=tc.lr, w_momentum=0.9, w_nesterov=False,
+                                 w_weight_decay=cfg.weight_decay, a_lr=cfg.arch_lr, a_betas=cfg.arch_betas,
+                                 a_weight_decay=cfg.arch_weight_decay, warmup_epochs=cfg.warmup_epochs,
+                                 checkpoint_every=tc.checkpoint_every)
+        total = num_batches(ds.train, batch_size=tc.batch_size, drop_last=True) * tc.epochs
+        target = ctx.constraints.latency_ms
+
+        def latency_term(loss: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+            if cfg.latency_loss == "mul":
+                return proxyless_mul_loss(loss, expected, target, alpha=cfg.latency_alpha, beta=cfg.latency_beta)
+            if cfg.latency_loss == "add":
+                return proxyless_add_loss(loss, expected, target, lam=cfg.latency_lambda)
+            return loss
+
+        def run_subgraphs(x, y, rng, step, *, train_alpha: bool):
+            tau, lam = cfg.tau(step, total), cfg.guidance_weight(step, total)
+            ratio = cfg.dropblock.ratio(step, total)
+            gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            alphas = list(arch.alphas) if train_alpha else [a.detach() for a in arch.alphas]
+            rows = sample_subgraphs(alphas, cfg.k, tau, generator=gen)
+            if not train_alpha:
+                rows = _onehot_rows(rows)
+            soft = guidance_probs(supernet, arch, x) if lam > 0 else None
+            identity = (partial(drop_block, drop_prob=ratio, block_size=cfg.dropblock.block_size)
+                        if ratio > 0 else None)
+            losses, acc = subgraph_losses(supernet, x, y, rows, soft=soft, lam=lam, identity_fn=identity)
+            return losses, {"acc": acc, "tau": tau, "lambda": lam, "dropblock": ratio}
+
+        def weight_step(x, y, rng, step):
+            losses, metrics = run_subgraphs(x, y, rng, step, train_alpha=False)
+            loss = torch.stack(losses).sum()  # Fig. 2: the sub-graphs' losses are summed
+            loss.backward()
+            return {"loss": float(loss.detach()), **metrics}
+
+        def arch_step(x, y, rng, step):
+            losses, metrics = run_subgraphs(x, y, rng, step, train_alpha=True)
+            expected = predictor.expected_latency(arch.probs())  # ms, differentiable in α
+            loss = torch.stack([latency_term(lk, expected) for lk in losses]).sum()
+            loss.backward()
+            return {"loss": float(loss.detach()), "subgraph_loss": float(sum(float(lk.detach()) for lk in losses)),
+                    "expected_latency_ms": float(expected.detach()), "acc": metrics["acc"]}
+
+        def on_epoch(epoch: int) -> dict[str, Any]:
+            with torch.no_grad():
+                expected = float(predictor.expected_latency(arch.probs()))
+            derived = arch.derive()
+            return {"expected_latency_ms": expected, "derived_latency_ms": float(ctx.costs.latency(derived[None])[0])}
+
+        alternate(supernet=supernet, arch=arch, ds=ds, config=loop, seed=ctx.seed, run=ctx.run, phase=PHASE,
+                  weight_step=weight_step, arch_step=arch_step, state=ctx.state, on_epoch=on_epoch)
+        return self._derive(ctx, arch)
+
+    def _derive(self, ctx: SearchContext, arch: ArchParams) -> SearchResult:
+        """Argmax α, scored with the supernet's weights, plus per-epoch derived and sampled candidates."""
+        history = [h for h in ctx.run.history() if h.get("phase") == PHASE]
+        heatmap = None
+        if history:
+            space = ctx.space
+            heatmap = alpha_heatmap(history, decision_names=[d.name for d in space.decisions],
+                                    option_names=[[str(o) for o in d.options] for d in space.decisions],
+                                    path=ctx.run.path / "alpha_heatmap.png",
+                                    title=f"MSG-DAS (K={self.config.k}) on {space.name}: softmax(alpha) per epoch").name
+        derived = arch.derive()
+        pool = [derived] + [np.asarray(h["derived"], dtype=np.int64) for h in history]
+        rng = np.random.default_rng([ctx.seed, 31])
+        with torch.no_grad():
+            probs = [p.numpy() for p in arch.probs()]
+        for _ in range(self.config.samples):
+            pool.append(np.array([rng.choice(len(p), p=p / p.sum()) for p in probs], dtype=np.int64))
+        seen, candidates = set(), []
+        for idx in pool:
+            key = tuple(int(v) for v in idx)
+            if key in seen:
+                continue
+            seen.add(key)
+            lat, flops, params = (float(v[0]) for v in ctx.costs.all(idx[None]))
+            candidates.append({"indices": list(key), "accuracy": ctx.score(idx), "latency_ms": lat,
+                               "flops": flops, "params": params})
+        with torch.no_grad():
+            expected = float(ctx.services["predictor"].expected_latency(arch.probs()))
+        extra = {"k": self.config.k, "gdas": self.config.k == 1, "derived": [int(v) for v in derived],
+                 "derived_feasible": bool(ctx.feasible(derived[None])[0]), "expected_latency_ms": expected,
+                 "final_probs": arch.snapshot(), "heatmap": heatmap}
+        return SearchResult(best=derived, score=candidates[0]["accuracy"], candidates=candidates, extra=extra)
