@@ -98,7 +98,7 @@ def test_calibrate_writes_next_to_table_and_predict_uses_it(toy_table, tmp_path)
 
 def test_validate_bad_input(tmp_path, capsys):
     from hwnas.cli.main import main
-    from tests.test_latency_model import hand_table
+    from tests.latency.test_latency_model import hand_table
 
     t = tmp_path / "t.json"
     hand_table().save(t)

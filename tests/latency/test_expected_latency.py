@@ -13,8 +13,8 @@ from hwnas.latency.calibration import Calibration, table_fingerprint
 from hwnas.latency.expected import expected_latency
 from hwnas.latency.model import LatencyModel
 from hwnas.space.search_space import load_space
-from tests.test_latency_batch import synthetic_table
-from tests.test_latency_model import hand_table
+from tests.latency.test_latency_batch import synthetic_table
+from tests.latency.test_latency_model import hand_table
 
 
 def _probs(num_options, seed=0, dtype=torch.float64):

@@ -24,7 +24,7 @@ from hwnas.profile.parsers import get_parser
 from hwnas.space.search_space import load_space
 from tests.conftest import TOY_SPACE, cli_json, run_cli
 
-FAKE = Path(__file__).resolve().parent / "tools" / "fake_ort_perf_test.py"
+FAKE = Path(__file__).resolve().parents[1] / "tools" / "fake_ort_perf_test.py"
 
 # Real outputs: onnxruntime_perf_test (1.1x and the newer "cost total" line), TFLite benchmark_model.
 ORT_OLD = """Session creation time cost: 2.74716 s

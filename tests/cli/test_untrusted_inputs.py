@@ -166,7 +166,7 @@ def test_an_arch_file_of_another_space_names_the_space(tmp_path):
 
 def test_export_measures_a_remote_table_only_with_the_users_device_config(evil_table, tmp_path):
     path, marker = evil_table
-    fake = Path(__file__).resolve().parent / "tools" / "fake_ort_perf_test.py"
+    fake = Path(__file__).resolve().parents[1] / "tools" / "fake_ort_perf_test.py"
     cfg = tmp_path / "device.json"
     cfg.write_text(json.dumps({"run_cmd": f"{sys.executable} {fake} -r 3 {{model}}", "parser": "ort-perf-test"}))
     r = run_cli("export", "--arch", str(_arch_file(tmp_path)), "--space", str(TOY_SPACE), "--table", str(path),

@@ -14,7 +14,7 @@ from hwnas.latency.calibration import Calibration, table_fingerprint
 from hwnas.latency.model import LatencyModel
 from hwnas.latency.table import LatencyTable
 from hwnas.space.search_space import load_space, space_names
-from tests.test_latency_model import HAND, K5, hand_table
+from tests.latency.test_latency_model import HAND, K5, hand_table
 
 
 def synthetic_table(space, *, resolution=None, width_mult=1.0, seed=0, drop=0):
