@@ -43,8 +43,9 @@ def main() -> int:
     args = ap.parse_args()
 
     from hwnas.latency.model import LatencyModel
-    from hwnas.latency.validate import MeasurementStore, default_repeats, plot_scatter, validate
-    from hwnas.space.search_space import load_space
+    from hwnas.latency.validate import plot_scatter, validate
+    from hwnas.profile.whole_model import MeasurementStore, default_repeats, table_measure
+    from hwnas.space.loader import load_space
 
     cases = args.case or DEFAULT_CASES
     work = Path(args.work)
@@ -60,8 +61,9 @@ def main() -> int:
         store = MeasurementStore(work / f"{sp.name}.measurements.json", device=model.table.device, repeats=repeats,
                                  warmup=warmup)
         t0 = time.perf_counter()
+        measure = table_measure(sp, table=model.table, store=store, repeats=repeats, warmup=warmup, seed=args.seed)
         r = validate(model, sp, samples=args.samples, calibration_samples=args.calibration_samples, seed=args.seed,
-                     repeats=repeats, warmup=warmup, store=store)
+                     measure=measure, info={"repeats": repeats, "warmup": warmup})
         r["seconds"] = round(time.perf_counter() - t0, 1)
         r["table"] = table_path
         r["plot"] = str(plot_scatter(r, work / f"{sp.name}.png"))

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from hwnas.profile.backend import BackendConfig  # noqa: E402
 from hwnas.profile.profiler import ProfileSettings, profile_table  # noqa: E402
-from hwnas.space.search_space import load_space, space_names  # noqa: E402
+from hwnas.space.loader import load_space, space_names  # noqa: E402
 
 #: resolution → classes of the table (224: the spaces' ImageNet heads; 32: the digits data set).
 CLASSES = {224: 1000, 32: 10}

@@ -37,23 +37,25 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hwnas.space.build import build_model  # noqa: E402
-from hwnas.search.controller import ControllerConfig  # noqa: E402
-from hwnas.train.data import load_dataset  # noqa: E402
-from hwnas.supernet.evaluator import SupernetEvaluator  # noqa: E402
 from hwnas.jsonio import read_json, write_json_atomic  # noqa: E402
+from hwnas.latency.batch import BatchPredictor  # noqa: E402
 from hwnas.latency.model import LatencyModel  # noqa: E402
 from hwnas.latency.table import LatencyTable  # noqa: E402
+from hwnas.search.controller import ControllerConfig  # noqa: E402
 from hwnas.search.objective import MNAS_REWARDS, Constraints  # noqa: E402
-from hwnas.train.runs import RunDir  # noqa: E402
-from hwnas.supernet.samplers import uniform_paths  # noqa: E402
-from hwnas.space.search_space import load_space  # noqa: E402
 from hwnas.search.strategies.base import Costs, SearchContext  # noqa: E402
 from hwnas.search.strategies.evolution import EvolutionConfig  # noqa: E402
 from hwnas.search.strategies.mnasnet import MnasNet, proxy_accuracy  # noqa: E402
 from hwnas.search.strategies.spos import RandomSearch  # noqa: E402
+from hwnas.space.arch import ArchSettings  # noqa: E402
+from hwnas.space.build import build_model  # noqa: E402
+from hwnas.space.loader import load_space  # noqa: E402
+from hwnas.supernet.evaluator import SupernetEvaluator  # noqa: E402
+from hwnas.supernet.samplers import uniform_paths  # noqa: E402
 from hwnas.supernet.supernet import SuperNet  # noqa: E402
 from hwnas.supernet.training import SupernetTrainConfig, train_supernet  # noqa: E402
+from hwnas.train.data import load_dataset  # noqa: E402
+from hwnas.train.runs import RunDir  # noqa: E402
 
 
 def _run_dir(path: Path, config: dict[str, Any]) -> tuple[RunDir, dict[str, Any] | None]:
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     wm = float(table.device.get("width_mult") or 1.0)
     ds = load_dataset(args.data, seed=args.seed, limit=args.data_limit)
     settings = {"resolution": res, "width_mult": wm, "num_classes": ds.num_classes}
-    predictor = model.batch(space, **settings)
+    predictor = BatchPredictor.build(model, space, **settings)
     costs = Costs(latency=predictor.latency, flops=predictor.flops, params=predictor.params)
     rng = np.random.default_rng([args.seed, 99])
     uniform = predictor.latency(np.stack([space.encode(space.sample(rng)) for _ in range(4000)]))  # ms
@@ -165,9 +167,8 @@ def main(argv: list[str] | None = None) -> int:
                                      "settings": strategy.settings()})
         ctx = SearchContext(space=space, constraints=Constraints(latency_ms=budget), costs=costs, seed=args.seed,
                             run=run, state=state, train_weights=lambda sampler: None, score=score,
-                            services={"supernet_state": dict, "budgets": [budget], "supernet": supernet,
-                                      "dataset": ds, "predictor": predictor, "train_config": train, "table": table,
-                                      "latency_model": model, "arch_settings": settings})
+                            budgets=(budget,), settings=ArchSettings(**settings), predictor=predictor, table=table,
+                            dataset=ds, train_config=train, supernet=supernet, supernet_state=dict)
         result = strategy.search(ctx)
         best = [int(v) for v in result.best]
         lat, flops, params = (float(v[0]) for v in costs.all(np.asarray([best])))
@@ -177,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                "sampled": int(result.extra.get("sampled", len(result.candidates))),
                "distinct_scored": len(result.candidates), "extra": result.extra}
         if args.measure:
-            from hwnas.profile.backend import BackendConfig, measure_module
+            from hwnas.profile.backend import BackendConfig
+            from hwnas.profile.measure import measure_module
 
             cfg = BackendConfig.from_header(table.device, commands=None)
             torch.manual_seed(0)

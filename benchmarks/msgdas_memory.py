@@ -58,8 +58,8 @@ class Bench:
         import torch
 
         from hwnas.search.dnas import ArchParams
-        from hwnas.space.search_space import load_space
         from hwnas.search.strategies.msgdas import sample_subgraphs
+        from hwnas.space.loader import load_space
         from hwnas.supernet.supernet import SuperNet
 
         torch.manual_seed(seed)

@@ -1,6 +1,6 @@
 """Batch latency prediction throughput vs the per-architecture Python path (issue 4).
 
-The batch path (``LatencyModel.batch(space).latency(indices)``) evaluates many architectures of a
+The batch path (``BatchPredictor.build(model, space).latency(indices)``) evaluates many architectures of a
 space at once with numpy gathers over per-slot arrays; the per-arch path validates and resolves
 each architecture into blocks and sums table lookups (``LatencyModel.predict``). Target: at least
 100,000 archs/s for latency alone.
@@ -44,10 +44,11 @@ def main() -> int:
 
     import torch
 
-    from hwnas.space.blocks import op_key
+    from hwnas.latency.batch import BatchPredictor
     from hwnas.latency.model import LatencyModel
     from hwnas.latency.table import LatencyTable
-    from hwnas.space.search_space import load_space
+    from hwnas.space.blocks import op_key
+    from hwnas.space.loader import load_space
 
     torch.set_num_threads(1)
     sp = load_space(args.space)
@@ -61,7 +62,7 @@ def main() -> int:
         model = LatencyModel.from_table(LatencyTable(device={"backend": "ort-cpu", "resolution": res},
                                                      entries={k: {"median_ms": float(rng.uniform(0.05, 3))} for k in keys}))
     t0 = time.perf_counter()
-    bp = model.batch(sp, resolution=res)
+    bp = BatchPredictor.build(model, sp, resolution=res)
     build_s = time.perf_counter() - t0
     rng = np.random.default_rng(1)
     idx = rng.integers(0, np.asarray(sp.num_options), size=(args.n, len(sp.num_options)))

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hwnas.profile.backend import BackendConfig  # noqa: E402
 from hwnas.profile.profiler import ProfileSettings, profile_table  # noqa: E402
-from hwnas.space.search_space import load_space  # noqa: E402
+from hwnas.space.loader import load_space  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,13 +25,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hwnas.space.bounds import minimize  # noqa: E402
 from hwnas.jsonio import write_json_atomic  # noqa: E402
+from hwnas.latency.batch import BatchPredictor  # noqa: E402
 from hwnas.latency.model import LatencyModel  # noqa: E402
 from hwnas.latency.table import LatencyTable  # noqa: E402
+from hwnas.search.proxyless_steps import ProxylessConfig  # noqa: E402
 from hwnas.search.runner import SearchSettings, run_search  # noqa: E402
-from hwnas.space.search_space import load_space  # noqa: E402
-from hwnas.search.strategies.proxyless import Proxyless, ProxylessConfig  # noqa: E402
+from hwnas.search.strategies.proxyless import Proxyless  # noqa: E402
+from hwnas.space.bounds import minimize  # noqa: E402
+from hwnas.space.loader import load_space  # noqa: E402
 from hwnas.supernet.training import SupernetTrainConfig  # noqa: E402
 
 
@@ -41,7 +43,7 @@ def latency_range(table: str, space_name: str, *, num_classes: int) -> tuple[flo
     space = load_space(space_name)
     res = int(t.device.get("resolution") or space.spec.resolution)
     width = float(t.device.get("width_mult") or 1.0)
-    pred = LatencyModel.load(table).batch(space, resolution=res, width_mult=width, num_classes=num_classes)
+    pred = BatchPredictor.build(LatencyModel.load(table), space, resolution=res, width_mult=width, num_classes=num_classes)
     terms, const = pred.terms("latency")
     n = [int(v) for v in pred.num_options]
     lo, _ = minimize(terms, n, const=const)

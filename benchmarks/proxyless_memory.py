@@ -49,12 +49,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from hwnas.supernet.binary_gates import TwoPaths, sample_path  # noqa: E402
-from hwnas.search.dnas import ArchParams  # noqa: E402
 from hwnas.jsonio import write_json_atomic  # noqa: E402
+from hwnas.search.dnas import ArchParams  # noqa: E402
 from hwnas.search.objective import Constraints  # noqa: E402
-from hwnas.space.search_space import load_space  # noqa: E402
-from hwnas.search.strategies.proxyless import ArchObjective, ProxylessConfig, ProxylessSteps  # noqa: E402
+from hwnas.search.proxyless_steps import ArchObjective, ProxylessConfig, ProxylessSteps  # noqa: E402
+from hwnas.space.loader import load_space  # noqa: E402
+from hwnas.supernet.binary_gates import TwoPaths, sample_path  # noqa: E402
 from hwnas.supernet.supernet import SuperNet  # noqa: E402
 from hwnas.train.loop import classification_loss  # noqa: E402
 
@@ -127,9 +127,10 @@ def _setup(args: argparse.Namespace, config: str):
     y = torch.randint(0, args.classes, (args.batch,), generator=gen)
     cfg = ProxylessConfig()
     if args.table:
+        from hwnas.latency.batch import BatchPredictor
         from hwnas.latency.model import LatencyModel
 
-        predictor = LatencyModel.load(args.table).batch(space, resolution=args.resolution,
+        predictor = BatchPredictor.build(LatencyModel.load(args.table), space, resolution=args.resolution,
                                                        width_mult=args.width_mult, num_classes=args.classes)
         objective = ArchObjective(config=cfg, predictor=predictor, constraints=Constraints(latency_ms=args.latency_ms))
     else:

@@ -42,7 +42,7 @@ def loo_summary(entries: dict[str, float], method: str) -> dict:
 
 def proxyless_mobile(table) -> dict:
     from hwnas.latency.model import LatencyModel
-    from hwnas.space.search_space import load_space
+    from hwnas.space.loader import load_space
 
     sp = load_space("proxyless-mobile")
     model = LatencyModel.from_table(table)

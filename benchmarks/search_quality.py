@@ -22,21 +22,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hwnas.train.data import load_dataset
-from hwnas.supernet.evaluator import SupernetEvaluator
 from hwnas.jsonio import write_json_atomic
+from hwnas.latency.batch import BatchPredictor
 from hwnas.latency.model import LatencyModel
 from hwnas.latency.table import LatencyTable
+from hwnas.profile.backend import BackendConfig
+from hwnas.profile.measure import measure_module
 from hwnas.search.objective import Constraints
-from hwnas.profile.backend import BackendConfig, measure_module
-from hwnas.train.runs import RunDir
-from hwnas.supernet.samplers import uniform_paths
-from hwnas.space.search_space import load_space
 from hwnas.search.strategies.base import Costs
 from hwnas.search.strategies.evolution import EvolutionConfig, evolve, random_search
 from hwnas.space.build import build_model
+from hwnas.space.loader import load_space
+from hwnas.supernet.evaluator import SupernetEvaluator
+from hwnas.supernet.samplers import uniform_paths
 from hwnas.supernet.supernet import SuperNet
 from hwnas.supernet.training import SupernetTrainConfig, train_supernet
+from hwnas.train.data import load_dataset
+from hwnas.train.runs import RunDir
 
 
 def main() -> None:
@@ -67,7 +69,7 @@ def main() -> None:
     t0 = time.time()
     for seed in args.seeds:
         ds = load_dataset(args.data, seed=seed, limit=args.train_limit)
-        pred = model.batch(sp, resolution=res, width_mult=wm, num_classes=ds.num_classes)
+        pred = BatchPredictor.build(model, sp, resolution=res, width_mult=wm, num_classes=ds.num_classes)
         costs = Costs(latency=pred.latency, flops=pred.flops, params=pred.params)
         cons = Constraints(latency_ms=args.latency_ms)
         feasible = lambda I: cons.feasible(latency=pred.latency(I), flops=0, params=0)  # noqa: E731

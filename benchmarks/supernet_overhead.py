@@ -34,7 +34,7 @@ def _step_fn(model, forward, opt, x, y):
 def timing(space_name: str, resolution: int, width: float, batch: int, archs: int, repeats: int) -> list[dict]:
     import torch
 
-    from hwnas.space.search_space import load_space
+    from hwnas.space.loader import load_space
     from hwnas.supernet.supernet import SuperNet
 
     torch.set_num_threads(1)
@@ -90,7 +90,7 @@ def saved_activation_mib(forward, x) -> float:
 def memory(space_name: str, resolution: int, width: float, batch: int) -> dict[str, dict[str, float]]:
     import torch
 
-    from hwnas.space.search_space import load_space
+    from hwnas.space.loader import load_space
     from hwnas.supernet.supernet import SuperNet
 
     sp = load_space(space_name)

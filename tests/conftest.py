@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -21,7 +22,7 @@ TOY_SPACE = DATA / "toy_space.json"
 
 @pytest.fixture
 def toy_space():
-    from hwnas.space.search_space import load_space
+    from hwnas.space.loader import load_space
 
     return load_space(TOY_SPACE)
 
@@ -56,16 +57,44 @@ def cli_json(*args: str, cwd: Path | None = None) -> dict:
     return json.loads(r.stdout)
 
 
+class SyntheticTables(dict):
+    """Space name → synthetic table (32 px, width 0.25, 10 classes), made on first use, once per worker."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def __missing__(self, name: str) -> Path:
+        self[name] = synthetic_table(name, resolution=32, width_mult=0.25, num_classes=10,
+                                     path=self.folder / f"{name}.json")
+        return self[name]
+
+
+@pytest.fixture(scope="session")
+def tables(tmp_path_factory) -> SyntheticTables:
+    """Synthetic tables by space name (``tables["proxyless"]``), for the CLI search tests."""
+    return SyntheticTables(tmp_path_factory.mktemp("tables"))
+
+
+def search_runner(*common: str) -> Callable[..., subprocess.CompletedProcess]:
+    """``hwnas search COMMON... ARGS... --json`` as a function of ARGS (and ``crash``, see ``run_cli``)."""
+
+    def search(*args: str, crash: str | None = None) -> subprocess.CompletedProcess:
+        return run_cli("search", *common, *args, "--json", crash=crash, timeout=600)
+
+    return search
+
+
 def synthetic_table(space_name: str, *, resolution: int, width_mult: float, num_classes: int, path: Path,
                     ms_per_gflop: float = 10.0, overhead_ms: float = 0.01) -> Path:
     """A latency table with SYNTHETIC entries (overhead + FLOPs-proportional), for search-mechanics tests.
 
     Entries are not measurements; the header says so (backend "synthetic").
     """
+    from hwnas.latency.table import LatencyTable
     from hwnas.space.blocks import op_key
     from hwnas.space.cost import CostCounter
-    from hwnas.latency.table import LatencyTable
-    from hwnas.space.search_space import load_space
+    from hwnas.space.loader import load_space
 
     sp = load_space(space_name)
     counter = CostCounter()

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from hwnas.space.arch_import import IMPORTERS, OFA_DEFAULT_SPACE
 from hwnas.cli.main import Report, add_json_flag, command
-from hwnas.space.cost import CostCounter
 from hwnas.errors import InputError
 from hwnas.jsonio import read_json, write_json_atomic
 from hwnas.safeio import check_writable_output
+from hwnas.space import IMPORTERS, OFA_DEFAULT_SPACE, CostCounter
 
 
 @command("arch import", help="convert a published net (OFA {ks,e,d} encoding, ProxylessNAS net config) into an arch")

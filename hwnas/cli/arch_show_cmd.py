@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hwnas.space.blocks import op_key
 from hwnas.cli.common import add_arch_args, arch_from_args
 from hwnas.cli.main import Report, add_json_flag, command
-from hwnas.space.cost import CostCounter
 from hwnas.errors import InputError
 from hwnas.jsonio import write_json_atomic
-from hwnas.latency.table import LatencyTable
+from hwnas.latency import LatencyTable
 from hwnas.safeio import check_writable_output
+from hwnas.space import CostCounter, op_key
 
 
 @command("arch show", help="blocks, FLOPs, params and (with --table) latency of one architecture")

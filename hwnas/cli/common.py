@@ -8,7 +8,7 @@ from typing import Any
 from hwnas.errors import InputError
 from hwnas.jsonio import read_json
 from hwnas.safeio import short
-from hwnas.space.search_space import SearchSpace, load_named_space, load_space
+from hwnas.space import SearchSpace, load_named_space, load_space, space_of_choices
 
 
 def add_arch_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -30,6 +30,11 @@ def load_arch_file(path: str, *, space: str | None = None) -> tuple[SearchSpace,
     sp = load_space(space) if space else load_named_space(raw["space"], field=f"arch file {path}: field 'space'")
     if raw["space"] != sp.name:
         raise InputError(f"arch file {path} is for space {short(raw['space'])}, not {sp.name!r}.")
+    choices = raw.get("choices")
+    if isinstance(choices, dict) and set(choices) != {d.name for d in sp.decisions}:
+        other = space_of_choices(choices)
+        if other is not None and other != sp.name:
+            raise InputError(f"arch file {path}: its choices are for space {other!r}, not {sp.name!r}.")
     return sp, sp.validate_arch(raw, where=f"arch file {path}")
 
 

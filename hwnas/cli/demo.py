@@ -18,17 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hwnas.export.pipeline import ExportOptions, export_model
-from hwnas.latency.model import LatencyModel
-from hwnas.latency.table import LatencyTable
-from hwnas.profile.backend import BackendConfig
-from hwnas.profile.profiler import ProfileSettings, profile_table
-from hwnas.train.retrain import TrainConfig, train_arch
+from hwnas.export import ExportOptions, export_model
+from hwnas.latency import BatchPredictor, LatencyModel, LatencyTable
+from hwnas.profile import BackendConfig, ProfileSettings, profile_table
 from hwnas.search.runner import SearchSettings, run_search, smallest
-from hwnas.space.search_space import SPACES_DIR, load_space
-from hwnas.search.strategies.spos import SposEvolution
 from hwnas.search.strategies.evolution import EvolutionConfig
-from hwnas.supernet.training import SupernetTrainConfig
+from hwnas.search.strategies.spos import SposEvolution
+from hwnas.space import SPACES_DIR, load_space
+from hwnas.supernet import SupernetTrainConfig
+from hwnas.train import TrainConfig, train_arch
 
 TABLES_DIR = SPACES_DIR.parent / "latency_tables"
 
@@ -91,7 +89,7 @@ def run_demo(cfg: DemoConfig, *, run_dir: str | Path, export_dir: str | Path) ->
     else:
         _log(f"latency table: {table_path}")
     model = LatencyModel.load(table_path)
-    predictor = model.batch(space, resolution=cfg.resolution, width_mult=cfg.width_mult, num_classes=num_classes)
+    predictor = BatchPredictor.build(model, space, resolution=cfg.resolution, width_mult=cfg.width_mult, num_classes=num_classes)
     reference = space.preset(space.presets[0], resolution=cfg.resolution, width_mult=cfg.width_mult,
                              num_classes=num_classes)
     ref_ms = model.predict(reference, space=space).latency_ms

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.cli.demo import DemoConfig, render, run_demo
+from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.safeio import check_output_dir
 
 

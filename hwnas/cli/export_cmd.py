@@ -8,12 +8,10 @@ from pathlib import Path
 from hwnas.cli.common import add_arch_args, arch_from_args
 from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.errors import InputError
-from hwnas.export.pipeline import ExportOptions, export_model
-from hwnas.export.artifacts import ORT_PLATFORMS
+from hwnas.export import ATOL, ORT_PLATFORMS, ExportOptions, export_model
 from hwnas.profile.device_config import add_device_args, commands_from_args
 from hwnas.safeio import check_output_dir
-from hwnas.space.search_space import SearchSpace, load_named_space, load_space
-from hwnas.export.verify import ATOL
+from hwnas.space import SearchSpace, load_named_space, load_space
 
 _DEFAULTS = ExportOptions(name="x")
 
@@ -54,7 +52,7 @@ def _arch(args: argparse.Namespace) -> tuple[SearchSpace, dict]:
         return arch_from_args(args)
     if not args.weights:
         raise InputError("--arch (or --space with --preset) is required unless --weights is a hwnas train checkpoint.")
-    from hwnas.train.weights import read_weights
+    from hwnas.train import read_weights
 
     _, trained, _ = read_weights(args.weights)
     if trained is None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 
 from hwnas.cli.main import Report, add_json_flag, command
-from hwnas.latency.calibration import calibration_path
-from hwnas.latency.model import LatencyModel
-from hwnas.latency.validate import MeasurementStore, calibrate, default_repeats
+from hwnas.latency import LatencyModel, calibrate, calibration_path
+from hwnas.profile import MeasurementStore, default_repeats, table_measure
 from hwnas.profile.device_config import add_device_args, commands_from_args
 from hwnas.safeio import check_writable_output
-from hwnas.space.search_space import load_space
+from hwnas.space import load_space
 
 
 def add_measure_args(p: argparse.ArgumentParser) -> None:
@@ -54,8 +53,10 @@ def run(args: argparse.Namespace) -> Report:
     sp = load_space(args.space)
     repeats, warmup = repeats_from_args(args, model.table)
     store = MeasurementStore(args.measurements, device=model.table.device, repeats=repeats, warmup=warmup)
-    cal = calibrate(model, sp, samples=args.samples, seed=args.seed, repeats=repeats, warmup=warmup, store=store,
-                    commands=commands, progress=not args.no_progress)
+    measure = table_measure(sp, table=model.table, store=store, repeats=repeats, warmup=warmup, seed=args.seed,
+                            commands=commands, progress=not args.no_progress)
+    cal = calibrate(model, sp, samples=args.samples, seed=args.seed, measure=measure,
+                    info={"repeats": repeats, "warmup": warmup})
     cal.save(out)
     scale, per_block = cal.per_block()
     data = {"out": str(out), "n": cal.fit["n"], "features": list(cal.features), "coef": list(cal.coef),

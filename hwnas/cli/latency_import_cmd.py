@@ -6,7 +6,7 @@ import argparse
 
 from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.errors import InputError
-from hwnas.latency.importers import IMPORTERS, import_table
+from hwnas.latency import IMPORTERS, import_table
 from hwnas.safeio import check_writable_output
 
 

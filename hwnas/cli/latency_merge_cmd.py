@@ -6,7 +6,7 @@ import argparse
 
 from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.errors import InputError
-from hwnas.latency.table import LatencyTable
+from hwnas.latency import LatencyTable
 from hwnas.safeio import check_writable_output
 
 

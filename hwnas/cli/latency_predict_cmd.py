@@ -6,7 +6,7 @@ import argparse
 
 from hwnas.cli.common import add_arch_args, arch_from_args
 from hwnas.cli.main import Report, add_json_flag, command
-from hwnas.latency.model import LatencyModel
+from hwnas.latency import LatencyModel
 
 
 @command("latency predict", help="predict an architecture's latency from a latency table")

@@ -6,11 +6,11 @@ import argparse
 
 from hwnas.cli.latency_calibrate_cmd import add_measure_args, repeats_from_args
 from hwnas.cli.main import Report, add_json_flag, command
-from hwnas.latency.model import LatencyModel
-from hwnas.latency.validate import MeasurementStore, plot_scatter, validate
+from hwnas.latency import LatencyModel, plot_scatter, validate
+from hwnas.profile import MeasurementStore, table_measure
 from hwnas.profile.device_config import commands_from_args
 from hwnas.safeio import check_writable_output
-from hwnas.space.search_space import load_space
+from hwnas.space import load_space
 
 
 @command("latency validate", help="measure N random archs end to end and compare with the predictions")
@@ -36,9 +36,10 @@ def run(args: argparse.Namespace) -> Report:
     sp = load_space(args.space)
     repeats, warmup = repeats_from_args(args, model.table)
     store = MeasurementStore(args.measurements, device=model.table.device, repeats=repeats, warmup=warmup)
+    measure = table_measure(sp, table=model.table, store=store, repeats=repeats, warmup=warmup, seed=args.seed,
+                            commands=commands, progress=not args.no_progress)
     result = validate(model, sp, samples=args.samples, calibration_samples=args.calibration_samples,
-                      seed=args.seed, repeats=repeats, warmup=warmup, store=store, commands=commands,
-                      progress=not args.no_progress)
+                      seed=args.seed, measure=measure, info={"repeats": repeats, "warmup": warmup})
     if args.plot:
         result["plot"] = str(plot_scatter(result, args.plot))
     u = result["uncalibrated"]

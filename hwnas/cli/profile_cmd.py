@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 
 from hwnas.cli.main import Report, add_json_flag, command
-from hwnas.profile.backend import BackendConfig
+from hwnas.profile import BackendConfig, ProfileSettings, profile_table
 from hwnas.profile.device_config import add_device_args, commands_from_args
-from hwnas.profile.profiler import ProfileSettings, profile_table
 from hwnas.safeio import check_output_dir, check_writable_output
-from hwnas.space.search_space import load_space
+from hwnas.space import load_space
 
 
 @command("profile", help="build a latency lookup table: time every distinct block of a space on a backend")

@@ -8,10 +8,8 @@ from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.errors import InputError
 from hwnas.profile.device_config import add_device_args
 from hwnas.safeio import check_output_dir
-from hwnas.search.runner import SearchSettings, run_search
-from hwnas.search.strategies import load_strategies
-from hwnas.supernet.supernet import SHARING
-from hwnas.supernet.training import SupernetTrainConfig
+from hwnas.search import SearchSettings, load_strategies, run_search
+from hwnas.supernet import SHARING, SupernetTrainConfig
 
 
 def _budgets(text: str) -> tuple[float, ...]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hwnas.cli.main import Report, add_json_flag, command
-from hwnas.space.search_space import load_space, space_names
+from hwnas.space import load_space, space_names
 
 
 @command("spaces", help="list the shipped search spaces")

@@ -6,8 +6,8 @@ import argparse
 
 from hwnas.cli.common import add_arch_args, arch_from_args
 from hwnas.cli.main import Report, add_json_flag, command
-from hwnas.train.retrain import TrainConfig, train_arch
 from hwnas.safeio import check_output_dir
+from hwnas.train import TrainConfig, train_arch
 
 _DEFAULTS = TrainConfig()
 

@@ -21,11 +21,10 @@ from typing import Any
 import torch
 
 from hwnas import __version__
-from hwnas.space.build import build_model
 from hwnas.errors import InputError
 from hwnas.jsonio import atomic_write_bytes
-from hwnas.profile.onnx_io import OPSET, export_onnx, ort_session
-from hwnas.space.search_space import SearchSpace
+from hwnas.profile import OPSET, export_onnx, ort_session
+from hwnas.space import SearchSpace, build_model
 
 #: Prefix of the keys hwnas writes into an ONNX model's ``metadata_props``.
 META_PREFIX = "hwnas."
@@ -198,7 +197,7 @@ def build_for_export(space: SearchSpace, arch: dict[str, Any], *, state: dict[st
     """The network in eval mode: trained weights loaded (mismatch named), or freshly initialized
     with randomized batch norms (``hwnas.export.verify.randomize_batchnorm``) when there are none."""
     from hwnas.export.verify import randomize_batchnorm
-    from hwnas.train.weights import load_weights
+    from hwnas.train import load_weights
 
     torch.manual_seed(seed)
     model = build_model(space.resolve(arch))

@@ -32,10 +32,11 @@ import torch
 from hwnas import __version__
 from hwnas.errors import InputError
 from hwnas.export.artifacts import (ORT_PLATFORMS, build_for_export, check_onnx, check_target, convert_to_ort,
-                             export_verified, model_metadata, move_into_place, staging_folder, write_metadata)
+                                    export_verified, model_metadata, move_into_place, staging_folder,
+                                    write_metadata)
 from hwnas.jsonio import write_json_atomic
-from hwnas.profile.onnx_io import OPSET
-from hwnas.space.search_space import SearchSpace
+from hwnas.profile import OPSET
+from hwnas.space import SearchSpace
 
 
 @dataclass(frozen=True)
@@ -111,11 +112,11 @@ def _latency_settings(space: SearchSpace, arch: dict[str, Any], *, table: str | 
     A table measured on a ``remote`` device is measured on again only with the user's ``commands``
     (``hwnas.profile.device_config.RemoteCommands``); without them the latency is predicted only.
     """
-    from hwnas.profile.backend import BackendConfig, make_backend
+    from hwnas.profile import BackendConfig, make_backend
 
     predicted, prediction = None, None
     if table:
-        from hwnas.latency.model import LatencyModel
+        from hwnas.latency import LatencyModel
 
         lm = LatencyModel.load(table)
         pred = lm.predict(arch, space=space)
@@ -142,9 +143,7 @@ def _latency_settings(space: SearchSpace, arch: dict[str, Any], *, table: str | 
 
 def _prepare(space: SearchSpace, arch: dict[str, Any], *, options: ExportOptions, weights: str | None,
              data: str | None, table: str | None, commands: Any) -> _Prepared:
-    from hwnas.train.data import load_dataset
-    from hwnas.train.retrain import preprocessing_record
-    from hwnas.train.weights import check_same_arch, read_weights
+    from hwnas.train import check_same_arch, load_dataset, preprocessing_record, read_weights
 
     if options.int8 == "static" and not data:
         raise InputError("--int8 static needs --data (calibration batches from the training split).")
@@ -243,10 +242,10 @@ def _stage_int8(b: _Build, p: _Prepared, onnx_path: Path, meta: dict[str, Any], 
 def _assemble(b: _Build, space: SearchSpace, arch: dict[str, Any], p: _Prepared, *, options: ExportOptions,
               weights: str | None, data: str | None, bar) -> dict[str, Any]:
     from hwnas.export.card import file_entries, write_card
-    from hwnas.space.cost import CostCounter
-    from hwnas.latency.table import utc_now
-    from hwnas.profile.backend import measure_onnx_file
     from hwnas.export.verify import accuracy, check_parity, onnx_predictions, require_parity, torch_predictions
+    from hwnas.latency import utc_now
+    from hwnas.profile import measure_onnx_file
+    from hwnas.space import CostCounter
 
     name, res, dyn = options.name, int(arch["resolution"]), options.dynamic_batch
     input_shape = [1, 3, res, res]  # N, C, H, W of the export (and of the verification at batch 1)

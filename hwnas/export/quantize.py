@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
+                                      quantize_static)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from hwnas.train.data import Dataset, Split, batches
+from hwnas.train import Dataset, Split, batches
 
 MODES = ("dynamic", "static")
 

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from hwnas.train.data import Dataset, Split, batches
-from hwnas.profile.onnx_io import ort_session
+from hwnas.profile import ort_session
+from hwnas.train import Dataset, Split, batches
 
 #: Default tolerance of the fp32 parity check (max |ONNX Runtime - PyTorch| over all logits).
 ATOL = 1e-4

@@ -1,1 +1,27 @@
-"""Latency lookup tables (``table``), importers of published tables, and the latency model."""
+"""Stage 3, latency: takes latency tables (profiled or imported) and calibrations; gives
+``LatencyModel`` (one architecture's latency) and ``BatchPredictor`` (many, vectorized, and the
+differentiable expected latency).
+"""
+
+from hwnas.latency.batch import BatchPredictor
+from hwnas.latency.calibration import calibration_path
+from hwnas.latency.importers import IMPORTERS, import_table
+from hwnas.latency.model import LatencyModel
+from hwnas.latency.table import COMMAND_FIELDS, LatencyTable, entry_cv, entry_from_samples, utc_now
+from hwnas.latency.validate import calibrate, plot_scatter, validate
+
+__all__ = [
+    "BatchPredictor",
+    "COMMAND_FIELDS",
+    "IMPORTERS",
+    "LatencyModel",
+    "LatencyTable",
+    "calibrate",
+    "calibration_path",
+    "entry_cv",
+    "entry_from_samples",
+    "import_table",
+    "plot_scatter",
+    "utc_now",
+    "validate",
+]

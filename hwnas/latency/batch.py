@@ -16,23 +16,38 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import torch
 
-from hwnas.space.blocks import Block, op_key
 from hwnas.errors import InputError
 from hwnas.latency.expected import Term, check_probs, expected_cost
+from hwnas.latency.model import LatencyModel
+from hwnas.space import Block, op_key
 
 if TYPE_CHECKING:
-    from hwnas.latency.model import LatencyModel
-    from hwnas.space.search_space import SearchSpace
+    from hwnas.space import SearchSpace
 
 
 class BatchPredictor:
     """Costs of architectures of one space at fixed resolution / width / classes, from option indices.
 
-    Build it with ``LatencyModel.batch``. Attributes: ``estimated`` (keys the table lacks, estimated
+    Build it with ``BatchPredictor.build``. Attributes: ``estimated`` (keys the table lacks, estimated
     by the regressor), ``num_options``, ``calibrated``.
     """
 
-    def __init__(self, *, space: "SearchSpace", model: "LatencyModel", resolution: int, width_mult: float,
+    @classmethod
+    def build(cls, model: LatencyModel, space: "SearchSpace", *, resolution: int | None = None,
+              width_mult: float = 1.0, num_classes: int | None = None, strict: bool = False) -> "BatchPredictor":
+        """The vectorized predictor of ``space`` at these settings (numpy, no model builds).
+
+        Raises:
+            InputError: for a table at other settings (``LatencyTable.check_arch``), or (strict) keys
+                the table lacks.
+        """
+        res = resolution or space.spec.resolution
+        classes = num_classes or space.spec.num_classes
+        model.table.check_arch({"resolution": res, "width_mult": width_mult, "num_classes": classes})
+        return cls(space=space, model=model, resolution=res, width_mult=width_mult, num_classes=classes,
+                   strict=strict)
+
+    def __init__(self, *, space: "SearchSpace", model: LatencyModel, resolution: int, width_mult: float,
                  num_classes: int, strict: bool = False) -> None:
         self.space = space
         self.num_options = np.asarray(space.num_options, dtype=np.int64)
@@ -133,7 +148,7 @@ class BatchPredictor:
 
     def _cost_terms(self) -> tuple[list[Term], list[Term]]:
         if self._flops is None or self._params is None:
-            from hwnas.space.cost import CostCounter
+            from hwnas.space import CostCounter
 
             counter = CostCounter()
             self._flops = self._arrays(lambda b: float(counter.block(b).flops))

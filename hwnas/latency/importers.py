@@ -22,10 +22,10 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-from hwnas.space.blocks import parse_key
 from hwnas.errors import InputError
-from hwnas.safeio import MAX_YAML_BYTES, load_yaml_text, read_bounded_bytes, short
 from hwnas.latency.table import LatencyTable, utc_now
+from hwnas.safeio import MAX_YAML_BYTES, load_yaml_text, read_bounded_bytes, short
+from hwnas.space import parse_key
 
 #: ``--format`` value → importer.
 IMPORTERS: dict[str, Callable[..., LatencyTable]] = {}

@@ -4,8 +4,9 @@ the table lacks, and a calibration learned from end-to-end measurements.
     LAT(arch) = calibration( Σ_blocks lat(block) ),   lat(block) = table[key] or regressor(key)
 
 (the ProxylessNAS latency model, Cai et al., ICLR 2019, Sec. 3.3 / Eq. 6 and Fig. 5, with a
-calibration of the sum; see ``hwnas.latency.calibration``). ``LatencyModel.batch`` gives the
-vectorized predictor for many architectures at once and the differentiable expected latency.
+calibration of the sum; see ``hwnas.latency.calibration``). ``BatchPredictor.build``
+(``hwnas.latency.batch``) gives the vectorized predictor for many architectures at once and the
+differentiable expected latency.
 """
 
 from __future__ import annotations
@@ -14,15 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from hwnas.space.blocks import Block, op_key
 from hwnas.errors import InputError
 from hwnas.latency.calibration import Calibration, calibration_path
 from hwnas.latency.regressor import BlockRegressor, EstimateError
 from hwnas.latency.table import LatencyTable
+from hwnas.space import Block, op_key
 
 if TYPE_CHECKING:
-    from hwnas.latency.batch import BatchPredictor
-    from hwnas.space.search_space import SearchSpace
+    from hwnas.space import SearchSpace
 
 #: Source of a block's latency in ``Prediction.per_block``.
 TABLE, ESTIMATED, FREE = "table", "estimated", "free"
@@ -177,7 +177,7 @@ class LatencyModel:
         return self.predict_blocks(sp.resolve(a), strict=strict)
 
     def _space(self, arch: Any) -> "SearchSpace":
-        from hwnas.space.search_space import load_named_space
+        from hwnas.space import load_named_space
 
         name = arch.get("space") if isinstance(arch, dict) else None
         if not isinstance(name, str):
@@ -185,21 +185,3 @@ class LatencyModel:
         if name not in self._spaces:
             self._spaces[name] = load_named_space(name, field="arch: field 'space'")
         return self._spaces[name]
-
-    # ---- many architectures ----------------------------------------------------------------
-
-    def batch(self, space: "SearchSpace", *, resolution: int | None = None, width_mult: float = 1.0,
-              num_classes: int | None = None, strict: bool = False) -> "BatchPredictor":
-        """The vectorized predictor of ``space`` at these settings (numpy, no model builds).
-
-        Raises:
-            InputError: for a table at other settings (``LatencyTable.check_arch``), or (strict) keys
-                the table lacks.
-        """
-        from hwnas.latency.batch import BatchPredictor
-
-        res = resolution or space.spec.resolution
-        classes = num_classes or space.spec.num_classes
-        self.table.check_arch({"resolution": res, "width_mult": width_mult, "num_classes": classes})
-        return BatchPredictor(space=space, model=self, resolution=res, width_mult=width_mult,
-                              num_classes=classes, strict=strict)

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from hwnas.space.blocks import parse_key
+from hwnas.space import parse_key
 
 #: Continuous features, in column order (units: millions of MACs / elements, counts).
 WORK_FEATURES = ("dense_mmac", "dw_mmac", "fixed_mmac", "mem_melem", "hswish_melem", "se_melem", "layers")

@@ -21,12 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from hwnas.space.blocks import Block, op_key
 from hwnas.errors import IgnoredFieldWarning, InputError
-from hwnas.safeio import short
 from hwnas.jsonio import read_json, write_json_atomic
+from hwnas.safeio import short
+from hwnas.space import Block, op_key
 
 FORMAT = "hwnas.latency_table/1"
+#: Header fields of older tables that held commands; ignored when a table is read.
+COMMAND_FIELDS = ("push_cmd", "run_cmd", "info_cmd")
 ENTRY_FIELDS = ("median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms", "count")
 #: Header fields that must agree for two tables to be merged (they change the numbers).
 SETTINGS_FIELDS = ("name", "backend", "threads", "batch", "dtype", "processor", "host")
@@ -176,7 +178,6 @@ def _without_commands(device: dict[str, Any], *, origin: str) -> dict[str, Any]:
 
     A table is data: hwnas never runs a command it names (see SECURITY.md).
     """
-    from hwnas.profile.device_config import COMMAND_FIELDS
 
     found = [f for f in COMMAND_FIELDS if f in device]
     if not found:

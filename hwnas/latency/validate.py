@@ -2,7 +2,7 @@
 
 ``hwnas latency validate`` samples random architectures of a space (seeded), builds and exports each,
 measures it whole with the table's backend and settings (warm consecutive runs, as
-``hwnas.profile.backend.measure_module`` and ``hwnas export`` time a model; see ``measure_archs``),
+``hwnas.profile.measure.measure_module`` and ``hwnas export`` time a model; see ``measure_archs``),
 and compares the model's predictions with the measurements: the share within ±5% / ±10%, RMSE in
 percent and MAPE, with and without calibration (nn-Meter, Zhang et al., MobiSys 2021, Sec. 6.2,
 reports the ±10% accuracy; ProxylessNAS, Cai et al., ICLR 2019, Fig. 5, plots predicted against
@@ -16,48 +16,23 @@ from __future__ import annotations
 
 import io
 import itertools
-import json
-import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from hwnas.errors import InputError
-from hwnas.jsonio import atomic_write_bytes, read_json, write_json_atomic
+from hwnas.jsonio import atomic_write_bytes
 from hwnas.latency.calibration import DEFAULT_FEATURES, Calibration, fit_calibration
 from hwnas.latency.model import LatencyModel
-from hwnas.latency.table import LatencyTable, entry_from_samples
-from hwnas.safeio import short
+from hwnas.space import ArchSettings, arch_id
 
 #: Stream ids of ``np.random.default_rng([seed, stream])``: validation and calibration samples.
 VALIDATION_STREAM, CALIBRATION_STREAM = 0, 1
-STORE_FORMAT = "hwnas.e2e_measurements/1"
-#: Backend settings that must agree for stored measurements to be reused.
-STORE_SETTINGS = ("backend", "threads", "batch", "dtype", "channels_last", "name", "host", "processor", "versions")
-
-
-@dataclass(frozen=True)
-class ArchSettings:
-    """Resolution, width multiplier and classes of the architectures a table covers."""
-
-    resolution: int
-    width_mult: float
-    num_classes: int
-
-    @classmethod
-    def of(cls, table: LatencyTable, space) -> "ArchSettings":
-        """From the table header (``resolution``, ``width_mult``, ``num_classes``), else the space's defaults."""
-        d = table.device
-        return cls(resolution=int(d.get("resolution") or space.spec.resolution),
-                   width_mult=float(d.get("width_mult") or 1.0),
-                   num_classes=int(d.get("num_classes") or space.spec.num_classes))
-
-
-def arch_id(space, arch: dict[str, Any]) -> str:
-    """A canonical string of an architecture (one per distinct network)."""
-    return json.dumps(space.canonical(arch), sort_keys=True)
+#: Measures architectures end to end on the table's device: (archs, progress label) → median ms of
+#: each, in order (``hwnas.profile.whole_model.table_measure``).
+Measure = Callable[[Sequence[dict[str, Any]], str], list[float]]
 
 
 def sample_archs(space, *, n: int, seed: int, stream: int, settings: ArchSettings,
@@ -85,106 +60,6 @@ def sample_archs(space, *, n: int, seed: int, stream: int, settings: ArchSetting
     return out
 
 
-class MeasurementStore:
-    """End-to-end measurements keyed by architecture, persisted atomically after each one (resume).
-
-    Args:
-        path: JSON file, or None to keep measurements in memory only.
-        device: The table's ``device`` header; a file measured with other settings is refused.
-        repeats: Timed runs per pass (part of the settings a file must share).
-        warmup: Untimed runs per pass.
-    """
-
-    def __init__(self, path: str | Path | None, *, device: dict[str, Any], repeats: int, warmup: int) -> None:
-        self.path = Path(path) if path else None
-        self.settings = {**{k: device.get(k) for k in STORE_SETTINGS if k in device},
-                         "repeats": repeats, "warmup": warmup}
-        self.entries: dict[str, dict[str, Any]] = {}
-        if self.path is not None and self.path.exists():
-            raw = read_json(self.path, what="measurements file")
-            if (not isinstance(raw, dict) or raw.get("format") != STORE_FORMAT
-                    or not isinstance(raw.get("entries"), dict)):
-                raise InputError(f"measurements file {self.path}: format must be {STORE_FORMAT!r}.")
-            if raw.get("settings") != self.settings:
-                raise InputError(f"measurements file {self.path} was measured with other settings (device "
-                                 "or repeats/warmup) than this run; use another --measurements file.")
-            self.entries = raw["entries"]
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        return self.entries.get(key)
-
-    def put(self, key: str, entry: dict[str, Any]) -> None:
-        """Adds a measurement and rewrites the file (atomically)."""
-        self.entries[key] = entry
-        if self.path is not None:
-            write_json_atomic(self.path, {"format": STORE_FORMAT, "settings": self.settings,
-                                          "entries": self.entries}, indent=None)
-
-
-def measure_archs(space, archs: Sequence[dict[str, Any]], *, table: LatencyTable, store: MeasurementStore,
-                  repeats: int, warmup: int, commands: Any = None, passes: int = 3, chunk: int = 10, seed: int = 0,
-                  desc: str = "measuring", progress: bool = True) -> list[float]:
-    """Builds, exports and measures each architecture end to end; median ms each (stored ones reused).
-
-    Each model is timed as ``measure_module`` (and so ``hwnas export``) times it: with the table's
-    backend settings, ``warmup`` untimed runs, then ``repeats`` consecutive timed runs, warm, as a
-    deployed model runs. To keep drift and background load from biasing one model against another,
-    ``chunk`` models are prepared (exported) before any is timed, and they are timed in ``passes``
-    passes, each in a freshly shuffled order; the median is over all ``passes × repeats`` samples.
-    A ``remote`` table is measured with the user's ``commands`` (``RemoteCommands``), never its own.
-    """
-    import tempfile
-
-    import torch
-    from tqdm import tqdm
-
-    from hwnas.space.build import build_model
-    from hwnas.profile.backend import BackendConfig, make_backend
-
-    if passes < 1 or chunk < 1:
-        raise InputError(f"passes and chunk must be >= 1, got {passes} and {chunk}.")
-    config = BackendConfig.from_header(table.device, commands=commands, origin=f"latency table {table.path}")
-    keys = [arch_id(space, a) for a in archs]
-    first: dict[str, int] = {}  # key → index of its first arch
-    for i, k in enumerate(keys):
-        first.setdefault(k, i)
-    pending = [i for k, i in first.items() if store.get(k) is None]
-    rng = np.random.default_rng(seed)
-    bar = tqdm(total=len(pending), desc=desc, unit="arch", file=sys.stderr, disable=not progress, leave=False)
-    backend = make_backend(config) if pending else None
-    try:
-        for start in range(0, len(pending), chunk):
-            part = pending[start:start + chunk]
-            runners = {}
-            samples: dict[str, list[float]] = {}
-            with tempfile.TemporaryDirectory() as tmp:
-                try:
-                    for i in part:  # prepare (export) everything before timing anything
-                        torch.manual_seed(0)
-                        model = build_model(space.resolve(archs[i]))
-                        r = archs[i]["resolution"]
-                        runners[keys[i]] = backend.prepare(model, (config.batch, 3, r, r), workdir=Path(tmp),
-                                                           name=f"arch{i}")
-                        samples[keys[i]] = []
-                    order = list(runners)
-                    with backend.timing_context():
-                        for _ in range(passes):
-                            rng.shuffle(order)
-                            for k in order:
-                                for _ in range(warmup):
-                                    runners[k].run_once()
-                                samples[k] += [runners[k].run_once() for _ in range(repeats)]  # ms
-                finally:
-                    for runner in runners.values():
-                        runner.close()
-            for k, v in samples.items():
-                store.put(k, entry_from_samples(v))
-            bar.update(len(part))
-    finally:
-        bar.close()
-    return [float(store.get(k)["median_ms"]) for k in keys]
-
-
 def error_stats(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, Any]:
     """Relative errors of predictions: share within ±5% / ±10%, RMSE %, MAPE %, mean (bias) %, max |%|."""
     p, m = np.asarray(predicted, dtype=np.float64), np.asarray(measured, dtype=np.float64)
@@ -195,28 +70,11 @@ def error_stats(predicted: Sequence[float], measured: Sequence[float]) -> dict[s
             "max_abs_pct": float(np.max(np.abs(err)))}
 
 
-def default_repeats(table: LatencyTable) -> tuple[int, int]:
-    """Repeats and warm-up runs of the table's profile (``device.repeats``/``warmup``), else 30 and 5."""
-    return int(table.device.get("repeats") or 30), int(table.device.get("warmup") or 5)
-
-
 def check_calibration_samples(n: int, *, flag: str) -> None:
     """Refuses fewer architectures than the calibration has coefficients, before measuring anything."""
     need = len(DEFAULT_FEATURES) + 1
     if n < need:
         raise InputError(f"{flag} must be at least {need} (one per calibration coefficient), got {n}.")
-
-
-def check_measurable(table: LatencyTable, *, commands: Any, what: str = "measuring") -> None:
-    """Fails early (``InputError``) when the table's backend cannot run here (e.g. an imported or
-    synthetic table, or a ``remote`` one without the user's ``commands``); ``what`` starts the message."""
-    from hwnas.profile.backend import BackendConfig, make_backend
-
-    backend = table.device.get("backend")
-    if backend in (None, "synthetic"):
-        raise InputError(f"{what}: latency table {table.path} has no measurable device (device.backend "
-                         f"{short(backend)}); use a table profiled with hwnas profile.")
-    make_backend(BackendConfig.from_header(table.device, commands=commands, origin=f"{what}: latency table {table.path}"))
 
 
 def fit_on(model: LatencyModel, space, archs: Sequence[dict[str, Any]], measured: Sequence[float], *,
@@ -229,27 +87,42 @@ def fit_on(model: LatencyModel, space, archs: Sequence[dict[str, Any]], measured
                            measured_ms=measured, table=model.table, info=info)
 
 
-def calibrate(model: LatencyModel, space, *, samples: int, seed: int, repeats: int, warmup: int,
-              store: MeasurementStore, commands: Any = None, progress: bool = True) -> Calibration:
-    """Measures ``samples`` random archs (calibration stream) and fits a calibration of the LUT sum."""
+def calibrate(model: LatencyModel, space, *, samples: int, seed: int, measure: Measure,
+              info: Mapping[str, Any]) -> Calibration:
+    """Measures ``samples`` random archs (calibration stream) and fits a calibration of the LUT sum.
+
+    Args:
+        model: The latency model whose table sums are calibrated.
+        space: The space the archs are drawn from.
+        samples: Number of random archs (at least one per coefficient).
+        seed: Seed of the random archs.
+        measure: Times archs end to end on the table's device.
+        info: How they were timed (``repeats``, ``warmup``), recorded in the calibration.
+    """
     check_calibration_samples(samples, flag="--samples")
-    check_measurable(model.table, commands=commands)
     settings = ArchSettings.of(model.table, space)
     archs = sample_archs(space, n=samples, seed=seed, stream=CALIBRATION_STREAM, settings=settings)
-    measured = measure_archs(space, archs, table=model.table, store=store, repeats=repeats, warmup=warmup,
-                             commands=commands, seed=seed, desc="calibration archs", progress=progress)
-    return fit_on(model, space, archs, measured, info={"seed": seed, "repeats": repeats, "warmup": warmup,
-                                                       **asdict(settings)})
+    measured = measure(archs, "calibration archs")
+    return fit_on(model, space, archs, measured, info={"seed": seed, **info, **asdict(settings)})
 
 
-def validate(model: LatencyModel, space, *, samples: int, calibration_samples: int, seed: int, repeats: int,
-             warmup: int, store: MeasurementStore, commands: Any = None, progress: bool = True) -> dict[str, Any]:
+def validate(model: LatencyModel, space, *, samples: int, calibration_samples: int, seed: int, measure: Measure,
+             info: Mapping[str, Any]) -> dict[str, Any]:
     """Scores the model on ``samples`` held-out random archs, calibrated and uncalibrated.
 
     With ``calibration_samples`` > 0 a fresh calibration is fitted on that many other archs; with 0
     the model's own (saved) calibration is scored, and the archs it was fitted on are kept out. The
     two samples are measured together, alternating within the same interleaved chunks, so load or
     clock drift during the run cannot bias the calibration against the scored sample.
+
+    Args:
+        model: The latency model scored (its calibration is used when ``calibration_samples`` is 0).
+        space: The space the archs are drawn from.
+        samples: Held-out archs scored.
+        calibration_samples: Other archs a fresh calibration is fitted on (0: the model's own).
+        seed: Seed of the random archs.
+        measure: Times archs end to end on the table's device.
+        info: How they were timed (``repeats``, ``warmup``), recorded in the result.
 
     Returns:
         ``n, within_5pct, within_10pct, rmse_pct, mape, bias_pct, max_abs_pct`` of the model's
@@ -260,7 +133,6 @@ def validate(model: LatencyModel, space, *, samples: int, calibration_samples: i
         raise InputError(f"--samples must be at least 1, got {samples}.")
     if calibration_samples != 0:
         check_calibration_samples(calibration_samples, flag="--calibration-samples (or 0)")
-    check_measurable(model.table, commands=commands)
     settings = ArchSettings.of(model.table, space)
     cal = model.calibration if calibration_samples == 0 else None
     exclude: list[str] = []
@@ -273,12 +145,11 @@ def validate(model: LatencyModel, space, *, samples: int, calibration_samples: i
                              exclude=[arch_id(space, a) for a in archs]) if calibration_samples else []
     both = [a for pair in itertools.zip_longest(archs, cal_archs) for a in pair if a is not None]
     by_id = dict(zip((arch_id(space, a) for a in both),
-                     measure_archs(space, both, table=model.table, store=store, repeats=repeats, warmup=warmup,
-                                   commands=commands, seed=seed, desc="measuring archs", progress=progress)))
+                     measure(both, "measuring archs")))
     measured = [by_id[arch_id(space, a)] for a in archs]
     if cal_archs:
         cal = fit_on(model, space, cal_archs, [by_id[arch_id(space, a)] for a in cal_archs],
-                     info={"seed": seed, "repeats": repeats, "warmup": warmup, **asdict(settings)})
+                     info={"seed": seed, **info, **asdict(settings)})
     base = model.uncalibrated()
     preds = [base.predict(a, space=space) for a in archs]
     lut = [p.lut_sum_ms for p in preds]
@@ -288,7 +159,7 @@ def validate(model: LatencyModel, space, *, samples: int, calibration_samples: i
                               "calibrated": cal is not None, "calibration": cal.to_json() if cal else None,
                               "calibration_samples": calibration_samples, "seed": seed, "space": space.name,
                               "resolution": settings.resolution, "width_mult": settings.width_mult,
-                              "num_classes": settings.num_classes, "repeats": repeats, "warmup": warmup,
+                              "num_classes": settings.num_classes, **info,
                               "backend": model.table.device.get("backend"),
                               "threads": model.table.device.get("threads"),
                               "archs_with_estimates": sum(1 for p in preds if p.estimated)}

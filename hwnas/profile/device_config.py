@@ -33,8 +33,6 @@ FORMAT = "hwnas.device_config/1"
 MAX_TEMPLATE_CHARS = 4096
 #: Fields of a device-config file: name → required.
 FIELDS = {"format": False, "push_cmd": False, "run_cmd": True, "info_cmd": False, "parser": True, "serial": False}
-#: Header fields of older tables that held commands; ignored when a table is read.
-COMMAND_FIELDS = ("push_cmd", "run_cmd", "info_cmd")
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,8 @@ from typing import Callable, Sequence
 import torch
 from tqdm import tqdm
 
-from hwnas.space.blocks import Block
 from hwnas.profile.onnx_io import OPSET, export_onnx
-from hwnas.space.ops import make_module
+from hwnas.space import Block, make_module
 
 #: Blocks per grouped export.
 EXPORT_GROUP = 48

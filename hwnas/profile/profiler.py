@@ -47,13 +47,12 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from hwnas.space.blocks import Block, op_key
 from hwnas.errors import InputError
-from hwnas.latency.table import LatencyTable, entry_cv, entry_from_samples, utc_now
-from hwnas.space.ops import make_module
-from hwnas.profile.backend import Backend, BackendConfig, Runner, gc_paused, make_backend
+from hwnas.latency import LatencyTable, entry_cv, entry_from_samples, utc_now
+from hwnas.profile.backend import Backend, BackendConfig, Runner, gc_paused
 from hwnas.profile.export_cache import export_blocks
-from hwnas.space.search_space import SearchSpace
+from hwnas.profile.measure import make_backend
+from hwnas.space import Block, SearchSpace, make_module, op_key
 
 #: Header fields that must agree between an existing table and a resumed run.
 RESUME_FIELDS = ("backend", "threads", "batch", "dtype", "channels_last", "parser", "serial",

@@ -32,8 +32,8 @@ from typing import Sequence
 import torch
 
 from hwnas.errors import InputError
-from hwnas.profile.onnx_io import export_onnx
 from hwnas.profile.backend import Backend, Runner, onnx_versions, register_backend
+from hwnas.profile.onnx_io import export_onnx
 from hwnas.profile.parsers import get_parser
 from hwnas.safeio import short
 

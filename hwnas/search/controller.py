@@ -24,11 +24,12 @@ one generator per controller step from (seed, step) samples the same architectur
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from hwnas.errors import InputError
 
@@ -254,3 +255,63 @@ class PolicyTrainer:
         self.controller.load_state_dict(state["controller"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.baseline = None if state["baseline"] is None else float(state["baseline"])
+
+
+#: Stream id of the controller's sampling generators: ``default_rng([seed, STREAM, step])``.
+SAMPLE_STREAM = 29
+
+
+#: A batch evaluator: option indices (K, D) → one record per architecture, each with a ``reward``.
+EvaluateBatch = Callable[[np.ndarray], list[dict[str, Any]]]
+
+
+def controller_search(*, num_options: tuple[int, ...], evaluate_batch: EvaluateBatch, config: ControllerConfig,
+                      steps: int, archs_per_step: int, seed: int, state: dict[str, Any] | None = None,
+                      on_step: Callable[[dict[str, Any], dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """The sample-evaluate-update loop of MnasNet (Sec. 4.2, Fig. 1) on option indices only.
+
+    Each step samples ``archs_per_step`` architectures from the controller with the generator of
+    (seed, step), gets their rewards from ``evaluate_batch`` and makes one policy-gradient update.
+
+    Args:
+        num_options: Options per decision.
+        evaluate_batch: Rewards (and whatever else to record) of sampled architectures.
+        config: Controller settings.
+        steps: Controller steps in all.
+        archs_per_step: Architectures sampled per step.
+        seed: Seeds θ's initialization and the sampling.
+        state: The state of an interrupted run (as passed to ``on_step``).
+        on_step: Called after every step with the state and the step's summary (checkpointing).
+
+    Returns:
+        The final state: ``step``, ``trainer`` (controller, optimizer, baseline), ``samples`` (every
+        record, with ``step``) and ``curve`` (per-step summaries).
+    """
+    trainer = PolicyTrainer(num_options, config=config, seed=seed)
+    if state is None:
+        state = {"step": 0, "samples": [], "curve": []}
+    else:
+        trainer.load_state_dict(state["trainer"])
+    bar = tqdm(total=steps, initial=state["step"], desc="controller", unit="step", leave=False, dynamic_ncols=True)
+    while state["step"] < steps:
+        step = state["step"]
+        idx = trainer.controller.sample(archs_per_step, np.random.default_rng([seed, SAMPLE_STREAM, step]))
+        records = evaluate_batch(idx)
+        rewards = np.array([r["reward"] for r in records], dtype=np.float64)
+        stats = trainer.update(idx, rewards)
+        for r in records:
+            r["step"] = step
+        state["samples"] += records
+        summary = {"step": step + 1, **stats, "max_reward": float(rewards.max()),
+                   "best_reward_so_far": max(float(s["reward"]) for s in state["samples"])}
+        state["curve"].append(summary)
+        state["step"] = step + 1
+        state["trainer"] = trainer.state_dict()
+        bar.update(1)
+        bar.set_postfix(reward=f"{stats['mean_reward']:.4f}", refresh=False)
+        if on_step is not None:
+            on_step(state, summary)
+    bar.close()
+    state["trainer"] = trainer.state_dict()
+    state["greedy"] = trainer.controller.greedy().tolist()
+    return state

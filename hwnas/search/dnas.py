@@ -19,11 +19,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from hwnas.train.data import Dataset, batches, num_batches
-from hwnas.train.runs import RunDir
-from hwnas.supernet.supernet import SuperNet
-from hwnas.supernet.training import step_rng
-from hwnas.train.loop import cosine_lr, make_sgd, set_lr
+from hwnas.supernet import SuperNet, step_rng
+from hwnas.train import Dataset, RunDir, batches, cosine_lr, make_sgd, num_batches, set_lr
 
 
 class ArchParams(nn.Module):

@@ -15,21 +15,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from hwnas.space.bounds import minimize
-from hwnas.space.cost import CostCounter
-from hwnas.train.data import load_dataset
 from hwnas.errors import InputError
-from hwnas.supernet.evaluator import SupernetEvaluator
-from hwnas.latency.model import LatencyModel
-from hwnas.latency.table import LatencyTable
-from hwnas.search.objective import Constraints
+from hwnas.latency import BatchPredictor, LatencyModel, LatencyTable
 from hwnas.plots import pareto_plot
-from hwnas.train.runs import RunDir
-from hwnas.space.search_space import SearchSpace, load_space
+from hwnas.search.objective import Constraints
 from hwnas.search.strategies import SearchContext, Strategy, load_strategies
 from hwnas.search.strategies.base import Costs
-from hwnas.supernet.supernet import SuperNet
-from hwnas.supernet.training import SupernetTrainConfig, train_supernet
+from hwnas.space import ArchSettings, CostCounter, SearchSpace, load_space, minimize
+from hwnas.supernet import SuperNet, SupernetEvaluator, SupernetTrainConfig, train_supernet
+from hwnas.train import RunDir, load_dataset
 
 
 @dataclass(frozen=True)
@@ -98,7 +92,7 @@ def run_search(settings: SearchSettings, strategy: Strategy, *, out: str, resume
     table.check_resolution(resolution)
     ds = load_dataset(settings.data, seed=settings.seed, limit=settings.data_limit)
     num_classes = ds.num_classes
-    predictor = model.batch(space, resolution=resolution, width_mult=width_mult, num_classes=num_classes)
+    predictor = BatchPredictor.build(model, space, resolution=resolution, width_mult=width_mult, num_classes=num_classes)
     if predictor.estimated:
         print(f"hwnas: {len(predictor.estimated)} block(s) of the space are not in the table and are estimated "
               f"by the per-block regressor.", file=sys.stderr)
@@ -134,12 +128,10 @@ def run_search(settings: SearchSettings, strategy: Strategy, *, out: str, resume
 
     evaluator = SupernetEvaluator(supernet, ds, bn_batches=settings.bn_batches, seed=settings.seed)
     ctx = SearchContext(space=space, constraints=constraints, costs=costs, seed=settings.seed, run=run, state=state,
-                        train_weights=train_weights, score=evaluator.score,
-                        services={"supernet_state": supernet_state, "budgets": budgets, "supernet": supernet,
-                                  "dataset": ds, "predictor": predictor, "train_config": settings.train,
-                                  "table": table, "latency_model": model,
-                                  "arch_settings": {"resolution": resolution, "width_mult": width_mult,
-                                                    "num_classes": num_classes}})
+                        train_weights=train_weights, score=evaluator.score, budgets=tuple(budgets),
+                        settings=ArchSettings(resolution=resolution, width_mult=width_mult, num_classes=num_classes),
+                        predictor=predictor, table=table, dataset=ds, train_config=settings.train,
+                        supernet=supernet, supernet_state=supernet_state)
     result = strategy.search(ctx)
 
     counter = CostCounter()

@@ -21,8 +21,9 @@ from typing import Any, Mapping
 
 from hwnas.errors import InputError
 from hwnas.safeio import short
-from hwnas.space.search_space import SearchSpace, load_space, space_names
+from hwnas.space.loader import load_space, space_names
 from hwnas.space.schema import is_ref
+from hwnas.space.search_space import SearchSpace
 
 OFA_DEFAULT_SPACE = "ofa-mbv3"
 _OFA_KEYS = {"ks", "e", "d", "r", "wid", "image_size"}

@@ -14,9 +14,9 @@ from typing import Iterable
 
 import torch
 
+from hwnas.compat import import_fvcore_flops
 from hwnas.space.blocks import Block
 from hwnas.space.build import count_params
-from hwnas.compat import import_fvcore_flops
 from hwnas.space.ops import make_module
 
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from hwnas.space.blocks import ACTIVATIONS, FIXED_OPS, STAGE_OPS
 from hwnas.errors import InputError
 from hwnas.safeio import short
+from hwnas.space.blocks import ACTIVATIONS, FIXED_OPS, STAGE_OPS
 
 FORMAT = "hwnas.space/1"
 

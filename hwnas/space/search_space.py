@@ -14,68 +14,14 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from hwnas.space.blocks import Block, make_divisible
 from hwnas.errors import InputError
-from hwnas.jsonio import read_json
-from hwnas.safeio import check_name, short
-from hwnas.space.schema import Decision, FixedLayer, SpaceSpec, Stage, is_ref, parse_space
-
-#: ``search_spaces/`` at the repository root (hwnas is installed in editable mode by the Makefile).
-SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
-
-
-def space_names() -> list[str]:
-    """Names of the shipped spaces (``search_spaces/*.json``), sorted."""
-    return sorted(p.stem for p in SPACES_DIR.glob("*.json"))
-
-
-def load_space(name_or_path: str | Path) -> "SearchSpace":
-    """Loads a space by shipped name (``proxyless``) or by path to a space file.
-
-    Only for names and paths from the command line: a space named inside a file (an arch file's
-    ``space``, a checkpoint's arch) goes through ``load_named_space``, which never reads a path.
-
-    Raises:
-        InputError: for an unknown name, a missing or malformed file.
-    """
-    p = Path(name_or_path)
-    if p.suffix != ".json" and not p.exists():
-        candidate = SPACES_DIR / f"{name_or_path}.json"
-        if not candidate.exists():
-            raise InputError(f"space {short(str(name_or_path))} is unknown (shipped spaces: {', '.join(space_names())}).")
-        p = candidate
-    raw = read_json(p, what="space file")
-    return SearchSpace(parse_space(raw, origin=str(p)))
-
-
-def load_named_space(name: Any, *, field: str) -> "SearchSpace":
-    """Loads a shipped space by the plain name a file gives (``field`` names it in messages).
-
-    Raises:
-        InputError: for anything but a shipped space's name (a path, ``..``, an unknown name).
-    """
-    check_name(name, field=field)
-    if name not in space_names():
-        raise InputError(f"{field} {short(name)} is not a shipped space (shipped spaces: {', '.join(space_names())}); "
-                         f"pass --space FILE for a space of your own.")
-    return load_space(SPACES_DIR / f"{name}.json")
-
-
-def space_of_choices(choices: Mapping[str, Any]) -> str | None:
-    """The shipped space whose decisions are exactly these choice names, if any (for messages)."""
-    keys = set(choices)
-    for n in space_names():
-        try:
-            if {d.name for d in load_space(SPACES_DIR / f"{n}.json").decisions} == keys:
-                return n
-        except InputError:
-            continue
-    return None
+from hwnas.safeio import short
+from hwnas.space.blocks import Block, make_divisible
+from hwnas.space.schema import Decision, FixedLayer, SpaceSpec, Stage, is_ref
 
 
 @dataclass(frozen=True)
@@ -193,10 +139,6 @@ class SearchSpace:
         choices = arch.get("choices")
         if not isinstance(choices, dict):
             raise InputError(f"{where}.choices: must be an object of decision → option.")
-        if set(choices) != set(self._index):
-            other = space_of_choices(choices)
-            if other is not None and other != self.name:
-                raise InputError(f"{where}: its choices are for space {other!r}, not {self.name!r}.")
         for k in choices:
             if k not in self._index:
                 raise InputError(f"{where}.choices.{k}: is not a decision of space {self.name}.")

@@ -12,9 +12,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from hwnas.train.data import Dataset, Split, batches
 from hwnas.supernet.supernet import PathModel, SuperNet
-from hwnas.train.loop import evaluate, recalibrate_bn
+from hwnas.train import Dataset, Split, batches, evaluate, recalibrate_bn
 
 #: ``epoch`` index reserved for the BN-recalibration batch order (never a training epoch).
 _BN_EPOCH = 1_000_003

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from hwnas.errors import InputError
-from hwnas.space.search_space import SearchSpace
+from hwnas.space import SearchSpace
 
 PathSampler = Callable[[np.random.Generator], np.ndarray]  # → (m, num_decisions) option indices
 

@@ -35,11 +35,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from hwnas.space.blocks import Block
-from hwnas.space.build import HwnasNet, build_model
-from hwnas.space.ops import make_module
-from hwnas.space.search_space import SearchSpace, Slot
-from hwnas.space.schema import is_ref
+from hwnas.space import Block, HwnasNet, SearchSpace, Slot, build_model, is_ref, make_module
 
 _CHANNEL_FIELDS = ("cin", "cout", "mid", "se", "proj", "kernel")
 SHARING = ("separate", "entangled")

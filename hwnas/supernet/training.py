@@ -17,11 +17,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hwnas.train.data import Dataset, batches, num_batches
-from hwnas.train.runs import RunDir
 from hwnas.supernet.samplers import PathSampler
 from hwnas.supernet.supernet import SuperNet
-from hwnas.train.loop import classification_loss, cosine_lr, make_sgd, set_lr
+from hwnas.train import Dataset, RunDir, batches, classification_loss, cosine_lr, make_sgd, num_batches, set_lr
 
 
 @dataclass(frozen=True)

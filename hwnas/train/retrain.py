@@ -31,13 +31,12 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
-from hwnas.space.build import build_model
-from hwnas.train.checkpoint import load_checkpoint, save_checkpoint
-from hwnas.train.data import Dataset, batches, load_dataset, num_batches
 from hwnas.errors import InputError
 from hwnas.jsonio import atomic_write_bytes, write_json_atomic
 from hwnas.safeio import check_output_dir
-from hwnas.space.search_space import SearchSpace
+from hwnas.space import SearchSpace, build_model
+from hwnas.train.checkpoint import load_checkpoint, save_checkpoint
+from hwnas.train.data import Dataset, batches, load_dataset, num_batches
 from hwnas.train.loop import classification_loss, cosine_lr, evaluate, make_sgd, set_lr
 
 CHECKPOINT_FORMAT = "hwnas.train_checkpoint/1"

@@ -17,9 +17,9 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from hwnas.train.checkpoint import load_checkpoint, save_checkpoint
 from hwnas.errors import InputError
 from hwnas.jsonio import atomic_write_bytes, read_json, write_json_atomic
+from hwnas.train.checkpoint import load_checkpoint, save_checkpoint
 
 #: config fields that may differ between the original run and a resume.
 RESUME_FREE = ("resume",)

@@ -12,9 +12,9 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from hwnas.train.checkpoint import load_checkpoint
 from hwnas.errors import InputError
 from hwnas.safeio import short
+from hwnas.train.checkpoint import load_checkpoint
 
 
 def state_dict_of(obj: Any, *, source: str) -> dict[str, torch.Tensor]:

@@ -34,8 +34,8 @@ def test_arch_show_human_output():
 
 def test_arch_show_with_table_and_missing_keys(tmp_path):
     from hwnas.latency.table import LatencyTable
-    from hwnas.space.search_space import load_space
     from hwnas.space.blocks import op_key
+    from hwnas.space.loader import load_space
     from tests.conftest import TOY_SPACE
 
     sp = load_space(TOY_SPACE)

@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from hwnas.space.build import build_model
-from hwnas.export.artifacts import (build_for_export, convert_to_ort, export_verified, model_metadata, read_metadata,
-                             write_metadata)
-from hwnas.profile.onnx_io import export_onnx, ort_session
-from hwnas.space.search_space import load_space, space_names
+from hwnas.export.artifacts import (build_for_export, convert_to_ort, export_verified, model_metadata,
+                                    read_metadata, write_metadata)
 from hwnas.export.verify import ATOL, VerificationError, check_parity, randomize_batchnorm, require_parity
+from hwnas.profile.onnx_io import export_onnx, ort_session
+from hwnas.space.build import build_model
+from hwnas.space.loader import load_space, space_names
 
 
 @pytest.mark.slow

@@ -10,15 +10,15 @@ import numpy as np
 import onnx
 import pytest
 
+from hwnas.errors import InputError
+from hwnas.export.artifacts import read_metadata
+from hwnas.export.pipeline import ExportOptions, export_model
+from hwnas.export.verify import VerificationError
+from hwnas.latency.table import LatencyTable
+from hwnas.profile.onnx_io import ort_session
 from hwnas.space.blocks import op_key
 from hwnas.space.build import build_model
 from hwnas.train.checkpoint import save_checkpoint
-from hwnas.errors import InputError
-from hwnas.export.pipeline import ExportOptions, export_model
-from hwnas.export.artifacts import read_metadata
-from hwnas.latency.table import LatencyTable
-from hwnas.profile.onnx_io import ort_session
-from hwnas.export.verify import VerificationError
 from tests.conftest import TOY_SPACE, cli_json, run_cli
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hwnas.train.data import load_dataset
 from hwnas.export.artifacts import read_metadata
 from hwnas.profile.onnx_io import ort_session
+from hwnas.train.data import load_dataset
 from tests.conftest import TOY_SPACE, cli_json
 
 

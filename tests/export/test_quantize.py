@@ -7,10 +7,10 @@ import onnx
 import pytest
 import torch
 
-from hwnas.train.data import load_dataset, preprocess
 from hwnas.export.artifacts import build_for_export
-from hwnas.profile.onnx_io import export_onnx, ort_session
 from hwnas.export.quantize import SplitCalibrationReader, quantize
+from hwnas.profile.onnx_io import export_onnx, ort_session
+from hwnas.train.data import load_dataset, preprocess
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from hwnas.errors import InputError
+from hwnas.latency.batch import BatchPredictor
 from hwnas.latency.calibration import Calibration, table_fingerprint
 from hwnas.latency.expected import expected_latency
 from hwnas.latency.model import LatencyModel
-from hwnas.space.search_space import load_space
+from hwnas.space.loader import load_space
 from tests.latency.test_latency_batch import synthetic_table
 from tests.latency.test_latency_model import hand_table
 
@@ -23,7 +24,7 @@ def _probs(num_options, seed=0, dtype=torch.float64):
 
 
 def test_uniform_toy_by_hand(toy_space):
-    bp = LatencyModel.from_table(hand_table()).batch(toy_space)
+    bp = BatchPredictor.build(LatencyModel.from_table(hand_table()), toy_space)
     probs = [torch.full((n,), 1.0 / n, dtype=torch.float64, requires_grad=True) for n in toy_space.num_options]
     e = expected_latency(bp, probs)
     # stem 1 + head 0.5 + l1 (k3 2, k5 3) + l2 (k3 2, skip 0) + l3 (k3 2, k5 3, skip 0)
@@ -39,7 +40,7 @@ def test_equals_brute_force_expectation(toy_space):
     table = hand_table()
     cal = Calibration(features=("lut_sum_ms", "num_blocks"), coef=(0.7, 0.1), intercept_ms=-0.2,
                       table=table_fingerprint(table))
-    bp = LatencyModel.from_table(table, calibration=cal).batch(toy_space)
+    bp = BatchPredictor.build(LatencyModel.from_table(table, calibration=cal), toy_space)
     probs = _probs(toy_space.num_options)
     combos = np.array(list(itertools.product(*(range(n) for n in toy_space.num_options))))
     weights = np.prod([probs[d].detach().numpy()[combos[:, d]] for d in range(3)], axis=0)
@@ -47,7 +48,7 @@ def test_equals_brute_force_expectation(toy_space):
 
 
 def test_gradcheck_toy(toy_space):
-    bp = LatencyModel.from_table(hand_table()).batch(toy_space)
+    bp = BatchPredictor.build(LatencyModel.from_table(hand_table()), toy_space)
     probs = _probs(toy_space.num_options)
     assert torch.autograd.gradcheck(lambda *p: bp.expected_latency(list(p)), tuple(probs))
     # through a softmax of logits, as the strategies use it
@@ -58,7 +59,7 @@ def test_gradcheck_toy(toy_space):
 def test_space_with_depth_and_width_decisions():
     """mnasnet: width and depth decisions make slots depend on several decisions at once."""
     sp = load_space("mnasnet")
-    bp = LatencyModel.from_table(synthetic_table(sp, resolution=32)).batch(sp, resolution=32)
+    bp = BatchPredictor.build(LatencyModel.from_table(synthetic_table(sp, resolution=32)), sp, resolution=32)
     assert any(len(d) > 1 for d, _ in bp._lat)
     rng = np.random.default_rng(3)
     idx = np.stack([sp.encode(sp.sample(rng, resolution=32)) for _ in range(5)])
@@ -76,7 +77,7 @@ def test_space_with_depth_and_width_decisions():
 
 
 def test_expected_flops_and_params_are_exact(toy_space):
-    bp = LatencyModel.from_table(hand_table()).batch(toy_space)
+    bp = BatchPredictor.build(LatencyModel.from_table(hand_table()), toy_space)
     probs = _probs(toy_space.num_options, seed=4)
     combos = np.array(list(itertools.product(*(range(n) for n in toy_space.num_options))))
     weights = np.prod([probs[d].detach().numpy()[combos[:, d]] for d in range(3)], axis=0)
@@ -85,7 +86,7 @@ def test_expected_flops_and_params_are_exact(toy_space):
 
 
 def test_float32_and_wrong_shapes(toy_space):
-    bp = LatencyModel.from_table(hand_table()).batch(toy_space)
+    bp = BatchPredictor.build(LatencyModel.from_table(hand_table()), toy_space)
     e = bp.expected_latency(_probs(toy_space.num_options, dtype=torch.float32))
     assert e.dtype == torch.float32 and e.requires_grad
     with pytest.raises(InputError, match="one probability vector per decision"):

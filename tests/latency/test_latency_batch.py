@@ -7,13 +7,14 @@ import itertools
 import numpy as np
 import pytest
 
-from hwnas.space.blocks import op_key
-from hwnas.space.cost import CostCounter
 from hwnas.errors import InputError
+from hwnas.latency.batch import BatchPredictor
 from hwnas.latency.calibration import Calibration, table_fingerprint
 from hwnas.latency.model import LatencyModel
 from hwnas.latency.table import LatencyTable
-from hwnas.space.search_space import load_space, space_names
+from hwnas.space.blocks import op_key
+from hwnas.space.cost import CostCounter
+from hwnas.space.loader import load_space, space_names
 from tests.latency.test_latency_model import HAND, K5, hand_table
 
 
@@ -27,7 +28,7 @@ def synthetic_table(space, *, resolution=None, width_mult=1.0, seed=0, drop=0):
 
 
 def test_toy_every_arch_by_hand(toy_space):
-    bp = LatencyModel.from_table(hand_table()).batch(toy_space)
+    bp = BatchPredictor.build(LatencyModel.from_table(hand_table()), toy_space)
     op_ms = {"k3": 2.0, "k5": 3.0, "skip": 0.0}
     combos = list(itertools.product(range(2), range(2), range(3)))
     idx = np.array(combos)
@@ -45,7 +46,7 @@ def test_batch_equals_per_arch_predict_with_calibration(name):
     cal = Calibration(features=("lut_sum_ms", "num_blocks"), coef=(0.9, -0.02), intercept_ms=0.4,
                       table=table_fingerprint(table))
     model = LatencyModel.from_table(table, calibration=cal)
-    bp = model.batch(sp, resolution=64)
+    bp = BatchPredictor.build(model, sp, resolution=64)
     rng = np.random.default_rng(1)
     archs = [sp.sample(rng, resolution=64) for _ in range(25)]
     idx = np.stack([sp.encode(a) for a in archs])
@@ -56,7 +57,7 @@ def test_batch_equals_per_arch_predict_with_calibration(name):
 
 
 def test_flops_and_params_match_cost_counter(toy_space):
-    bp = LatencyModel.from_table(hand_table()).batch(toy_space)
+    bp = BatchPredictor.build(LatencyModel.from_table(hand_table()), toy_space)
     archs = [toy_space.preset("big"), toy_space.preset("small")]
     idx = np.stack([toy_space.encode(a) for a in archs])
     counter = CostCounter()
@@ -67,14 +68,14 @@ def test_flops_and_params_match_cost_counter(toy_space):
 
 def test_batch_reports_estimated_keys_and_strict(toy_space):
     model = LatencyModel.from_table(hand_table({k: v for k, v in HAND.items() if k != K5}))
-    bp = model.batch(toy_space)
+    bp = BatchPredictor.build(model, toy_space)
     assert bp.estimated == [K5]
     with pytest.raises(InputError, match="strict"):
-        model.batch(toy_space, strict=True)
+        BatchPredictor.build(model, toy_space, strict=True)
 
 
 def test_bad_indices_are_refused(toy_space):
-    bp = LatencyModel.from_table(hand_table()).batch(toy_space)
+    bp = BatchPredictor.build(LatencyModel.from_table(hand_table()), toy_space)
     with pytest.raises(InputError, match=r"shape \(N, 3\)"):
         bp.latency(np.zeros((2, 4), dtype=int))
     with pytest.raises(InputError, match="decision l3"):
@@ -86,4 +87,4 @@ def test_bad_indices_are_refused(toy_space):
 
 def test_other_resolution_refused(toy_space):
     with pytest.raises(InputError, match="resolution"):
-        LatencyModel.from_table(hand_table()).batch(toy_space, resolution=16)
+        BatchPredictor.build(LatencyModel.from_table(hand_table()), toy_space, resolution=16)

@@ -8,11 +8,11 @@ import math
 import pytest
 import yaml
 
-from hwnas.space.blocks import op_key
 from hwnas.errors import InputError
 from hwnas.latency.importers import import_ofa_yaml, import_proxyless_yaml, proxyless_key
 from hwnas.latency.table import LatencyTable
-from hwnas.space.search_space import load_space
+from hwnas.space.blocks import op_key
+from hwnas.space.loader import load_space
 from tests.conftest import SHARED, cli_json, run_cli
 
 REF = SHARED / "reference" / "latency_tables"

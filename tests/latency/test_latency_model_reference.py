@@ -8,7 +8,7 @@ import pytest
 
 from hwnas.errors import InputError
 from hwnas.latency.model import LatencyModel
-from hwnas.space.search_space import load_space
+from hwnas.space.loader import load_space
 from tests.conftest import SHARED
 
 PIXEL1 = SHARED / "reference" / "latency_tables" / "proxylessnas_pixel1_mobile_trim.yaml"

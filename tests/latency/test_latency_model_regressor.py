@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hwnas.latency.regressor import REGRESSORS, BlockRegressor, EstimateError, leave_one_out, work_features
 from hwnas.space.blocks import op_key, parse_key
 from hwnas.space.cost import CostCounter
-from hwnas.latency.regressor import REGRESSORS, BlockRegressor, EstimateError, leave_one_out, work_features
-from hwnas.space.search_space import load_space
+from hwnas.space.loader import load_space
 
 
 def fvcore_law(blocks):

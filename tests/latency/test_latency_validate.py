@@ -10,8 +10,8 @@ import pytest
 from hwnas.errors import InputError
 from hwnas.latency.calibration import Calibration, calibration_path
 from hwnas.latency.table import LatencyTable
-from hwnas.latency.validate import (CALIBRATION_STREAM, VALIDATION_STREAM, ArchSettings, arch_id, error_stats,
-                                    sample_archs)
+from hwnas.latency.validate import CALIBRATION_STREAM, VALIDATION_STREAM, error_stats, sample_archs
+from hwnas.space.arch import ArchSettings, arch_id
 from tests.conftest import TOY_SPACE, cli_json
 
 
@@ -41,7 +41,7 @@ def toy_table(tmp_path_factory):
     """A real ort-cpu table of the toy space at 8 px, made by the profiler (``hwnas profile``'s code)."""
     from hwnas.profile.backend import BackendConfig
     from hwnas.profile.profiler import ProfileSettings, profile_table
-    from hwnas.space.search_space import load_space
+    from hwnas.space.loader import load_space
 
     out = tmp_path_factory.mktemp("table") / "toy_ort.json"
     profile_table([load_space(TOY_SPACE)], config=BackendConfig(backend="ort-cpu", threads=1), out=out,

@@ -10,7 +10,7 @@ import pytest
 
 from hwnas.errors import InputError
 from hwnas.latency.table import LatencyTable, entry_cv, entry_from_samples
-from hwnas.space.search_space import load_space
+from hwnas.space.loader import load_space
 from tests.conftest import TOY_SPACE, cli_json, run_cli
 
 DEVICE = {"name": "box", "backend": "ort-cpu", "threads": 1, "batch": 1, "dtype": "float32", "host": "h",

@@ -6,13 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hwnas.space.blocks import op_key
 from hwnas.errors import InputError
 from hwnas.latency.table import LatencyTable
+from hwnas.profile.backend import BackendConfig
+from hwnas.profile.measure import measure_module, measure_onnx_file
 from hwnas.profile.onnx_io import export_onnx
-from hwnas.profile.backend import BackendConfig, measure_module, measure_onnx_file
 from hwnas.profile.torch_cpu import torch_threads
-from hwnas.space.search_space import load_space
+from hwnas.space.blocks import op_key
+from hwnas.space.loader import load_space
 from tests.conftest import TOY_SPACE, cli_json, run_cli
 
 ENTRY_FIELDS = {"median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms", "count"}
@@ -135,9 +136,9 @@ def test_grouped_export_cuts_out_each_block_exactly(tmp_path):
     import numpy as np
     import onnxruntime as ort
 
-    from hwnas.space.ops import make_module
     from hwnas.profile.export_cache import export_blocks, export_onnx_group
     from hwnas.profile.profiler import file_id
+    from hwnas.space.ops import make_module
 
     sp = load_space(TOY_SPACE)
     blocks = sp.all_blocks(resolution=12)

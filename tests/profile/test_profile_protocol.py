@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hwnas.space.blocks import op_key
 from hwnas.errors import InputError
 from hwnas.latency.table import LatencyTable
 from hwnas.profile.backend import Backend, BackendConfig, Runner, register_backend
 from hwnas.profile.profiler import ProfileSettings, measure_interleaved, profile_table
-from hwnas.space.search_space import load_space
+from hwnas.space.blocks import op_key
+from hwnas.space.loader import load_space
 from tests.conftest import TOY_SPACE
 
 CALLS: list[str] = []  # run_once calls of the scripted backend, in order

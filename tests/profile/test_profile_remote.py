@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from hwnas.space.blocks import op_key
 from hwnas.errors import InputError
 from hwnas.latency.table import LatencyTable
-from hwnas.profile.backend import BackendConfig, measure_module, measure_onnx_file
+from hwnas.profile.backend import BackendConfig
 from hwnas.profile.device_config import RemoteCommands
+from hwnas.profile.measure import measure_module, measure_onnx_file
 from hwnas.profile.parsers import get_parser
-from hwnas.space.search_space import load_space
+from hwnas.space.blocks import op_key
+from hwnas.space.loader import load_space
 from tests.conftest import TOY_SPACE, cli_json, run_cli
 
 FAKE = Path(__file__).resolve().parents[1] / "tools" / "fake_ort_perf_test.py"

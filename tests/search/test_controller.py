@@ -12,11 +12,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwnas.search.controller import Controller, ControllerConfig, PolicyTrainer, ema_baseline, ppo_loss, reinforce_loss
 from hwnas.errors import InputError
+from hwnas.search.controller import (Controller, ControllerConfig, PolicyTrainer, controller_search, ema_baseline,
+                                     ppo_loss, reinforce_loss)
 from hwnas.search.objective import MNAS_REWARDS, mnasnet_reward
-from hwnas.space.search_space import load_space, space_names
-from hwnas.search.strategies.mnasnet import controller_search
+from hwnas.space.loader import load_space, space_names
 
 # ---- reward (Tan et al. 2019, Eq. 2) ------------------------------------------------------------
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hwnas.train.data import load_dataset
 from hwnas.search.dnas import AlternatingConfig, ArchParams, alternate
-from hwnas.train.runs import RunDir
-from hwnas.space.search_space import load_space
+from hwnas.space.loader import load_space
 from hwnas.supernet.supernet import SuperNet
+from hwnas.train.data import load_dataset
 from hwnas.train.loop import classification_loss
+from hwnas.train.runs import RunDir
 
 
 def test_alternate_moves_alpha_and_logs_probs(tmp_path):

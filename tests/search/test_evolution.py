@@ -7,11 +7,11 @@ import itertools
 import numpy as np
 import pytest
 
-from hwnas.space.bounds import minimize
 from hwnas.errors import InputError
-from hwnas.space.search_space import load_space
 from hwnas.search.strategies.base import Costs
 from hwnas.search.strategies.evolution import EvolutionConfig, evolve, random_search
+from hwnas.space.bounds import minimize
+from hwnas.space.loader import load_space
 
 SPACE = load_space("mobilenetv2")  # 16 decisions of 6-7 options: ~1.3e13 archs
 TARGET = np.array([(3 * i + 1) % n for i, n in enumerate(SPACE.num_options)])

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hwnas.search.controller import ControllerConfig
 from hwnas.errors import InputError
 from hwnas.jsonio import read_json
 from hwnas.latency.table import LatencyTable
+from hwnas.search.controller import ControllerConfig
 from hwnas.search.objective import mnasnet_reward
-from hwnas.space.search_space import load_space
 from hwnas.search.strategies.mnasnet import MnasNet
+from hwnas.space.loader import load_space
 from tests.conftest import TOY_SPACE, read_history, run_cli, synthetic_table
 
 T, PARAMS_MAX = 0.22, 250_000  # ms (about the median sampled latency), params (about 60% of models fit)

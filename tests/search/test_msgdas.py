@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hwnas.search.dnas import ArchParams
-from hwnas.supernet.dropblock import DropBlockSchedule, drop_block, dropblock_mask
 from hwnas.errors import InputError
-from hwnas.space.search_space import load_space
-from hwnas.search.strategies.msgdas import (Msgdas, MsgdasConfig, guidance_probs, sample_subgraphs, subgraph_losses,
-                                     subgraph_weights)
+from hwnas.search.dnas import ArchParams
+from hwnas.search.strategies.msgdas import (Msgdas, MsgdasConfig, guidance_probs, sample_subgraphs,
+                                            subgraph_losses, subgraph_weights)
+from hwnas.space.loader import load_space
+from hwnas.supernet.dropblock import DropBlockSchedule, drop_block, dropblock_mask
 from hwnas.supernet.supernet import SuperNet
 from hwnas.train.loop import classification_loss
 from tests.conftest import TOY_SPACE

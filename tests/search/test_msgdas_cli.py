@@ -7,26 +7,16 @@ latency claims.
 from __future__ import annotations
 
 import json
-import subprocess
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_history, run_cli, synthetic_table
+from tests.conftest import read_history, run_cli, search_runner
 
 COMMON = ["--strategy", "msgdas", "--data-limit", "128", "--bn-batches", "1", "--msgdas-samples", "2",
           "--seed", "3"]
 
 
-@pytest.fixture(scope="module")
-def tables(tmp_path_factory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("tables")
-    return {name: synthetic_table(name, resolution=32, width_mult=0.25, num_classes=10, path=folder / f"{name}.json")
-            for name in ("mobilenetv2", "spos-shufflenet")}
-
-
-def _search(*args: str, crash: str | None = None) -> subprocess.CompletedProcess:
-    return run_cli("search", *COMMON, *args, "--json", crash=crash, timeout=600)
+_search = search_runner(*COMMON)
 
 
 

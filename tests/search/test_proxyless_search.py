@@ -4,23 +4,22 @@ supernet, REINFORCE, and ``hwnas search --strategy proxyless`` end to end (with 
 from __future__ import annotations
 
 import json
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from hwnas.supernet.binary_gates import gated_forward, one_hot_gates, sample_two_paths
 from hwnas.cli.main import main
-from hwnas.search.dnas import ArchParams
+from hwnas.latency.batch import BatchPredictor
 from hwnas.latency.model import LatencyModel
+from hwnas.search.dnas import ArchParams
 from hwnas.search.objective import Constraints
-from hwnas.space.search_space import load_space
-from hwnas.search.strategies.proxyless import ArchObjective, ProxylessConfig, ProxylessSteps
+from hwnas.search.proxyless_steps import ArchObjective, ProxylessConfig, ProxylessSteps
+from hwnas.space.loader import load_space
+from hwnas.supernet.binary_gates import gated_forward, one_hot_gates, sample_two_paths
 from hwnas.supernet.supernet import SuperNet
-from tests.conftest import TOY_SPACE, read_history, run_cli, synthetic_table
+from tests.conftest import TOY_SPACE, read_history, search_runner, synthetic_table
 
 # ---- toy: flat accuracy, only the latency term can move α ---------------------------------------
 
@@ -30,7 +29,7 @@ def toy(tmp_path_factory):
     space = load_space(TOY_SPACE)
     path = synthetic_table(str(TOY_SPACE), resolution=8, width_mult=1.0, num_classes=4,
                            path=tmp_path_factory.mktemp("toy") / "toy_table.json")
-    predictor = LatencyModel.load(path).batch(space, resolution=8, width_mult=1.0, num_classes=4)
+    predictor = BatchPredictor.build(LatencyModel.load(path), space, resolution=8, width_mult=1.0, num_classes=4)
     return space, predictor
 
 
@@ -148,7 +147,7 @@ def test_arch_step_moves_only_the_two_sampled_entries_and_keeps_unsampled_probab
     sp = load_space("proxyless")
     torch.manual_seed(0)
     sn = SuperNet(sp, resolution=32, width_mult=0.25, num_classes=10).train()
-    pred = LatencyModel.load(tables["proxyless"]).batch(sp, resolution=32, width_mult=0.25, num_classes=10)
+    pred = BatchPredictor.build(LatencyModel.load(tables["proxyless"]), sp, resolution=32, width_mult=0.25, num_classes=10)
     arch = ArchParams(sp.num_options)
     with torch.no_grad():
         for a in arch.alphas:
@@ -187,15 +186,7 @@ COMMON = ["--strategy", "proxyless", "--data-limit", "128", "--epochs", "2", "--
           "--proxyless-arch-lr", "0.05", "--proxyless-samples", "2", "--seed", "3"]
 
 
-@pytest.fixture(scope="module")
-def tables(tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("tables")
-    return {name: synthetic_table(name, resolution=32, width_mult=0.25, num_classes=10, path=d / f"{name}.json")
-            for name in ("proxyless", "ofa-mbv3")}
-
-
-def _search(*args: str, crash: str | None = None) -> subprocess.CompletedProcess:
-    return run_cli("search", *COMMON, *args, "--json", crash=crash, timeout=600)
+_search = search_runner(*COMMON)
 
 
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwnas.space.blocks import op_key
 from hwnas.errors import InputError
-from hwnas.space.search_space import load_space, space_names
+from hwnas.space.blocks import op_key
+from hwnas.space.loader import load_space, space_names
 
 SPACES = {n: load_space(n) for n in space_names()}
 space_st = st.sampled_from(sorted(SPACES))

@@ -8,12 +8,12 @@ import json
 
 import pytest
 
+from hwnas.errors import InputError
+from hwnas.latency.importers import import_ofa_yaml
 from hwnas.space.arch_import import ofa_to_arch, proxyless_to_arch
 from hwnas.space.blocks import op_key
 from hwnas.space.build import build_model, count_params
-from hwnas.errors import InputError
-from hwnas.latency.importers import import_ofa_yaml
-from hwnas.space.search_space import load_space
+from hwnas.space.loader import load_space
 from tests.conftest import SHARED, cli_json, run_cli
 
 ARCHS = SHARED / "reference" / "architectures"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hwnas.space.build import build_model, count_params
 from hwnas.compat import import_torchvision
+from hwnas.space.build import build_model, count_params
 from hwnas.space.cost import CostCounter, fvcore_flops
-from hwnas.space.search_space import load_space, space_names
+from hwnas.space.loader import load_space, space_names
 
 PRESETS = [(n, p) for n in space_names() for p in load_space(n).presets]
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from hwnas.errors import InputError
-from hwnas.space.search_space import load_space
+from hwnas.space.loader import load_space
 from tests.conftest import TOY_SPACE, run_cli
 
 BASE = json.loads(TOY_SPACE.read_text())

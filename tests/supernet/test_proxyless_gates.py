@@ -9,10 +9,10 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from hwnas.supernet.binary_gates import (binary_connect_grad, log_prob, one_hot_gates, rescale_pair, sample_path,
-                                sample_two_paths)
 from hwnas.errors import InputError
 from hwnas.search.objective import proxyless_add_loss, proxyless_mul_factor, proxyless_mul_loss
+from hwnas.supernet.binary_gates import (binary_connect_grad, log_prob, one_hot_gates, rescale_pair, sample_path,
+                                         sample_two_paths)
 
 P = np.array([0.5, 0.3, 0.15, 0.05])
 N = 20_000
@@ -146,7 +146,7 @@ def test_add_loss():
 
 def test_reinforce_reward_soft_and_over_budget_exponents():
     from hwnas.search.objective import Constraints
-    from hwnas.search.strategies.proxyless import ArchObjective, ProxylessConfig
+    from hwnas.search.proxyless_steps import ArchObjective, ProxylessConfig
 
     class Lat:  # predicted latency (ms) = first option index + 1
         def latency(self, idx):

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas.train.data import load_dataset
-from hwnas.train.runs import RunDir
+from hwnas.space.loader import load_space
 from hwnas.supernet.samplers import fair_paths, uniform_paths
-from hwnas.space.search_space import load_space
 from hwnas.supernet.supernet import SuperNet
 from hwnas.supernet.training import SupernetTrainConfig, step_rng, train_supernet
+from hwnas.train.data import load_dataset
+from hwnas.train.runs import RunDir
 
 
 def _searchable(candidate: str) -> bool:

@@ -8,9 +8,9 @@ import re
 import pytest
 import torch
 
+from hwnas.errors import InputError
 from hwnas.space.build import build_model
 from hwnas.train.checkpoint import load_checkpoint, save_checkpoint
-from hwnas.errors import InputError
 from hwnas.train.weights import check_fit, check_same_arch, load_weights, read_weights, state_dict_of
 
 

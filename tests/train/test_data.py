@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas.train.data import batches, epoch_order, load_dataset, num_batches, preprocess
 from hwnas.errors import InputError
+from hwnas.train.data import batches, epoch_order, load_dataset, num_batches, preprocess
 
 
 def _ids(split):

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from hwnas.train.checkpoint import load_checkpoint
 from hwnas.errors import InputError
+from hwnas.train.checkpoint import load_checkpoint
 from hwnas.train.retrain import CHECKPOINT_FORMAT, TrainConfig, train_arch
 from tests.conftest import TOY_SPACE, cli_json, run_cli
 

@@ -1,8 +1,9 @@
-"""The strategy interface: strategies see decisions and services, never modules or training loops.
+"""The strategy interface: strategies see decisions and typed services, never training loops.
 
-A strategy receives a ``SearchContext`` whose services act on option-index vectors
+A strategy receives a ``SearchContext`` whose typed fields act on option-index vectors
 (``SearchSpace.encode``): vectorized cost prediction, constraint checks, supernet weight training
-with a path sampler, and supernet scoring of a path. It returns the best decisions it found and
+with a path sampler, and supernet scoring of a path; gradient strategies also get the supernet and
+the data to write their own steps. It returns the best decisions it found and
 every candidate it evaluated. It keeps its own state in the run directory through ``ctx.checkpoint``
 and resumes from ``ctx.state``.
 """
@@ -16,10 +17,11 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from hwnas.latency import BatchPredictor, LatencyTable
 from hwnas.search.objective import Constraints
-from hwnas.train.runs import RunDir
-from hwnas.supernet.samplers import PathSampler
-from hwnas.space.search_space import SearchSpace
+from hwnas.space import ArchSettings, SearchSpace
+from hwnas.supernet import PathSampler, SuperNet, SupernetTrainConfig
+from hwnas.train import Dataset, RunDir
 
 
 @dataclass
@@ -35,9 +37,9 @@ class Costs:
         return self.latency(indices), self.flops(indices), self.params(indices)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SearchContext:
-    """Everything a strategy may use.
+    """Everything a strategy may use, as named, typed fields (a typo fails at attribute access).
 
     Attributes:
         space: The search space (decisions, sampling, mutation, crossover).
@@ -49,7 +51,17 @@ class SearchContext:
         train_weights: Trains the supernet's weights for the configured epochs with a path sampler
             (resumable; a no-op once done).
         score: Accuracy of a path with inherited weights (BN recalibrated), cached.
-        services: Strategy-specific services (e.g. gradient steps for differentiable strategies).
+        budgets: Latency budgets of the run, ms: ``constraints.latency_ms`` first, then the other
+            ``--pareto`` budgets.
+        settings: Resolution, width and classes of the run's architectures (``decode``).
+        predictor: The table's vectorized predictor, with the differentiable expected latency
+            (``expected_latency``) for gradient strategies.
+        table: The latency table (its ``device`` header says what measured it).
+        dataset: The run's data (weight-training, architecture and test splits).
+        train_config: Supernet weight-training settings (epochs, batch size, learning rate, ...).
+        supernet: The weight-sharing supernet, for strategies that write their own weight and
+            architecture steps on it (the DNAS strategies, ``hwnas.search.dnas.alternate``).
+        supernet_state: The supernet's fields of a checkpoint (weights, training progress).
     """
 
     space: SearchSpace
@@ -60,16 +72,29 @@ class SearchContext:
     state: dict[str, Any] | None
     train_weights: Callable[[PathSampler], None]
     score: Callable[[np.ndarray], float]
-    services: dict[str, Any] = field(default_factory=dict)
+    budgets: tuple[float, ...]
+    settings: ArchSettings
+    predictor: BatchPredictor
+    table: LatencyTable
+    dataset: Dataset
+    train_config: SupernetTrainConfig
+    supernet: SuperNet
+    supernet_state: Callable[[], dict[str, Any]]
 
     def feasible(self, indices: np.ndarray) -> np.ndarray:
         """Constraint check of option indices (N, D) → (N,) bool."""
         lat, flops, params = self.costs.all(indices)
         return self.constraints.feasible(latency=lat, flops=flops, params=params)
 
+    def decode(self, indices: np.ndarray) -> dict[str, Any]:
+        """The architecture JSON of option indices (D,) at the run's settings."""
+        s = self.settings
+        return self.space.decode(indices, resolution=s.resolution, width_mult=s.width_mult,
+                                 num_classes=s.num_classes)
+
     def checkpoint(self, strategy_state: dict[str, Any]) -> None:
         """Saves the strategy's state (with the supernet) atomically."""
-        self.run.save_checkpoint({**self.services["supernet_state"](), "strategy": strategy_state})
+        self.run.save_checkpoint({**self.supernet_state(), "strategy": strategy_state})
 
 
 @dataclass

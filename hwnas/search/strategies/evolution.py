@@ -21,8 +21,8 @@ import numpy as np
 from tqdm import tqdm
 
 from hwnas.errors import InputError
-from hwnas.space.search_space import SearchSpace
 from hwnas.search.strategies.base import Costs
+from hwnas.space import SearchSpace
 
 
 @dataclass(frozen=True)

@@ -34,81 +34,21 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from hwnas.space.build import build_model
-from hwnas.search.controller import ControllerConfig, PolicyTrainer
-from hwnas.train.data import Dataset, batches, num_batches
 from hwnas.errors import InputError
+from hwnas.search.controller import ControllerConfig, controller_search
 from hwnas.search.objective import MNAS_REWARDS, mnasnet_reward
-from hwnas.supernet.samplers import uniform_paths
-from hwnas.space.search_space import SearchSpace
 from hwnas.search.strategies.base import SearchContext, SearchResult, Strategy, register_strategy
-from hwnas.train.loop import classification_loss, cosine_lr, evaluate, make_sgd, set_lr
+from hwnas.space import SearchSpace, build_model
+from hwnas.supernet import uniform_paths
+from hwnas.train import Dataset, batches, classification_loss, cosine_lr, evaluate, make_sgd, num_batches, set_lr
 
 if TYPE_CHECKING:
     from hwnas.profile.device_config import RemoteCommands
 
-#: Stream id of the controller's sampling generators: ``default_rng([seed, STREAM, step])``.
-SAMPLE_STREAM = 29
 
 #: Default controller learning rate with PPO: its several updates per batch move θ further per step.
 PPO_LR = 2e-3
-
-#: A batch evaluator: option indices (K, D) → one record per architecture, each with a ``reward``.
-EvaluateBatch = Callable[[np.ndarray], list[dict[str, Any]]]
-
-
-def controller_search(*, num_options: tuple[int, ...], evaluate_batch: EvaluateBatch, config: ControllerConfig,
-                      steps: int, archs_per_step: int, seed: int, state: dict[str, Any] | None = None,
-                      on_step: Callable[[dict[str, Any], dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """The sample-evaluate-update loop of MnasNet (Sec. 4.2, Fig. 1) on option indices only.
-
-    Each step samples ``archs_per_step`` architectures from the controller with the generator of
-    (seed, step), gets their rewards from ``evaluate_batch`` and makes one policy-gradient update.
-
-    Args:
-        num_options: Options per decision.
-        evaluate_batch: Rewards (and whatever else to record) of sampled architectures.
-        config: Controller settings.
-        steps: Controller steps in all.
-        archs_per_step: Architectures sampled per step.
-        seed: Seeds θ's initialization and the sampling.
-        state: The state of an interrupted run (as passed to ``on_step``).
-        on_step: Called after every step with the state and the step's summary (checkpointing).
-
-    Returns:
-        The final state: ``step``, ``trainer`` (controller, optimizer, baseline), ``samples`` (every
-        record, with ``step``) and ``curve`` (per-step summaries).
-    """
-    trainer = PolicyTrainer(num_options, config=config, seed=seed)
-    if state is None:
-        state = {"step": 0, "samples": [], "curve": []}
-    else:
-        trainer.load_state_dict(state["trainer"])
-    bar = tqdm(total=steps, initial=state["step"], desc="controller", unit="step", leave=False, dynamic_ncols=True)
-    while state["step"] < steps:
-        step = state["step"]
-        idx = trainer.controller.sample(archs_per_step, np.random.default_rng([seed, SAMPLE_STREAM, step]))
-        records = evaluate_batch(idx)
-        rewards = np.array([r["reward"] for r in records], dtype=np.float64)
-        stats = trainer.update(idx, rewards)
-        for r in records:
-            r["step"] = step
-        state["samples"] += records
-        summary = {"step": step + 1, **stats, "max_reward": float(rewards.max()),
-                   "best_reward_so_far": max(float(s["reward"]) for s in state["samples"])}
-        state["curve"].append(summary)
-        state["step"] = step + 1
-        state["trainer"] = trainer.state_dict()
-        bar.update(1)
-        bar.set_postfix(reward=f"{stats['mean_reward']:.4f}", refresh=False)
-        if on_step is not None:
-            on_step(state, summary)
-    bar.close()
-    state["trainer"] = trainer.state_dict()
-    state["greedy"] = trainer.controller.greedy().tolist()
-    return state
 
 
 def proxy_accuracy(space: SearchSpace, arch: dict[str, Any], ds: Dataset, *, epochs: int, batch_size: int,
@@ -232,8 +172,8 @@ class MnasNet(Strategy):
         alpha, beta = MNAS_REWARDS[args.mnas_reward]
         commands = None
         if args.latency == "measured":  # before the run directory is written
-            from hwnas.latency.table import LatencyTable
-            from hwnas.latency.validate import check_measurable
+            from hwnas.latency import LatencyTable
+            from hwnas.profile import check_measurable
             from hwnas.profile.device_config import commands_from_args
 
             commands = commands_from_args(args)
@@ -269,14 +209,13 @@ class MnasNet(Strategy):
         if self.accuracy == "supernet":
             ctx.train_weights(uniform_paths(ctx.space))
             return ctx.score
-        space, ds, settings = ctx.space, ctx.services["dataset"], ctx.services["arch_settings"]
-        train = ctx.services["train_config"]
+        space, ds, train = ctx.space, ctx.dataset, ctx.train_config
         epochs = self.proxy_epochs if self.proxy_epochs is not None else train.epochs
         if epochs < 1:
             raise InputError("--accuracy proxy needs --proxy-epochs (or --epochs) >= 1.")
 
         def acc(idx: np.ndarray) -> float:
-            arch = space.canonical(space.decode(idx, **settings))
+            arch = space.canonical(ctx.decode(idx))
             key = json.dumps(arch, sort_keys=True)
             if key not in cache:
                 cache[key] = proxy_accuracy(space, arch, ds, epochs=epochs, batch_size=train.batch_size,
@@ -288,19 +227,19 @@ class MnasNet(Strategy):
     def _measure_fn(self, ctx: SearchContext) -> Callable[[np.ndarray], np.ndarray] | None:
         if self.latency == "model":
             return None
-        from hwnas.latency.validate import MeasurementStore, check_measurable, default_repeats, measure_archs
+        from hwnas.profile import MeasurementStore, check_measurable, default_repeats, measure_archs
 
-        table = ctx.services["table"]
+        table = ctx.table
         check_measurable(table, commands=self.commands, what="--latency measured")
         repeats, warmup = default_repeats(table)
         repeats = self.measure_repeats or repeats
         warmup = warmup if self.measure_warmup is None else self.measure_warmup
         store = MeasurementStore(ctx.run.path / "measurements.json", device=table.device, repeats=repeats,
                                  warmup=warmup)
-        space, settings = ctx.space, ctx.services["arch_settings"]
+        space = ctx.space
 
         def measure(idx: np.ndarray) -> np.ndarray:
-            archs = [space.canonical(space.decode(i, **settings)) for i in idx]
+            archs = [space.canonical(ctx.decode(i)) for i in idx]
             return np.asarray(measure_archs(space, archs, table=table, store=store, repeats=repeats, warmup=warmup,
                                             commands=self.commands, seed=ctx.seed, desc="measuring", progress=True), dtype=np.float64)
 

@@ -28,18 +28,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hwnas.train.data import num_batches
-from hwnas.search.dnas import AlternatingConfig, ArchParams, alternate
-from hwnas.supernet.dropblock import DropBlockSchedule, drop_block
 from hwnas.errors import InputError
-from hwnas.search.objective import proxyless_add_loss, proxyless_mul_loss
 from hwnas.plots import alpha_heatmap
-from hwnas.supernet.samplers import gumbel_topk
-from hwnas.space.search_space import SearchSpace, load_space
-from hwnas.space.schema import is_ref
+from hwnas.search.dnas import AlternatingConfig, ArchParams, alternate
+from hwnas.search.objective import proxyless_add_loss, proxyless_mul_loss
 from hwnas.search.strategies.base import SearchContext, SearchResult, Strategy, register_strategy
-from hwnas.supernet.supernet import SuperNet
-from hwnas.train.loop import classification_loss
+from hwnas.space import SearchSpace, is_ref, load_space
+from hwnas.supernet import DropBlockSchedule, SuperNet, drop_block, gumbel_topk
+from hwnas.train import classification_loss, num_batches
 
 PHASE = "msgdas"
 LATENCY_LOSSES = ("mul", "add", "none")
@@ -275,10 +271,7 @@ class Msgdas(Strategy):
 
     def search(self, ctx: SearchContext) -> SearchResult:
         cfg = self.config
-        supernet: SuperNet = ctx.services["supernet"]
-        ds = ctx.services["dataset"]
-        predictor = ctx.services["predictor"]
-        tc = ctx.services["train_config"]
+        supernet, ds, predictor, tc = ctx.supernet, ctx.dataset, ctx.predictor, ctx.train_config
         self.check_space(ctx.space)
         arch = ArchParams(ctx.space.num_options)
         loop = AlternatingConfig(epochs=tc.epochs, batch_size=tc.batch_size, w_lr=tc.lr, w_momentum=0.9, w_nesterov=False,
@@ -360,7 +353,7 @@ class Msgdas(Strategy):
             candidates.append({"indices": list(key), "accuracy": ctx.score(idx), "latency_ms": lat,
                                "flops": flops, "params": params})
         with torch.no_grad():
-            expected = float(ctx.services["predictor"].expected_latency(arch.probs()))
+            expected = float(ctx.predictor.expected_latency(arch.probs()))
         extra = {"k": self.config.k, "gdas": self.config.k == 1, "derived": [int(v) for v in derived],
                  "derived_feasible": bool(ctx.feasible(derived[None])[0]), "expected_latency_ms": expected,
                  "final_probs": arch.snapshot(), "heatmap": heatmap}

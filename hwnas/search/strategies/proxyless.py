@@ -43,199 +43,20 @@ baseline is part of the checkpoint).
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from hwnas.supernet.binary_gates import (TwoPaths, binary_connect_grad, check_mixable, gated_forward, log_prob,
-                                one_hot_gates, pair_probs, rescale_pair, sample_path, sample_two_paths)
-from hwnas.search.dnas import AlternatingConfig, ArchParams, alternate
 from hwnas.errors import InputError
-from hwnas.search.objective import (Constraints, mnasnet_reward, proxyless_add_loss, proxyless_mul_factor,
-                             proxyless_mul_loss)
 from hwnas.plots import alpha_heatmap
-from hwnas.space.search_space import load_space
-from hwnas.space.schema import is_ref
+from hwnas.search.dnas import AlternatingConfig, ArchParams, alternate
+from hwnas.search.proxyless_steps import ArchObjective, ProxylessConfig, ProxylessSteps
 from hwnas.search.strategies.base import SearchContext, SearchResult, Strategy, register_strategy
-from hwnas.supernet.supernet import SuperNet
-from hwnas.train.loop import classification_loss
+from hwnas.space import is_ref, load_space
+from hwnas.supernet import check_mixable, sample_path
 
 PHASE = "proxyless"
-MODES = ("gradient", "reinforce")
-LOSSES = ("mul", "add")
-
-
-@dataclass(frozen=True)
-class ProxylessConfig:
-    """ProxylessNAS settings (defaults: the reference code's ``imagenet_arch_search.py``).
-
-    Attributes:
-        mode: ``gradient`` (binary gates, BinaryConnect, two-path) or ``reinforce``.
-        loss: ``mul`` (α·CE·(log E[LAT]/log T)^β) or ``add`` (CE + λ·E[LAT]/T).
-        alpha: α of the multiplicative loss (0.2).
-        beta: β of the multiplicative loss (0.3).
-        lam: λ of the additive loss (0.1).
-        flops_weight: Exponent (mul) or weight (add, reinforce) of the FLOPs penalty against
-            ``--flops-max``; 0 = off.
-        params_weight: The same against ``--params-max``.
-        arch_lr: Adam learning rate of α (1e-3; Adam betas (0, 0.999) as the reference).
-        warmup_epochs: Weight-only epochs before α moves (None: a quarter of ``--epochs``, as the
-            reference's 40 warm-up epochs of 160).
-        rl_samples: REINFORCE: paths sampled per architecture step (10).
-        rl_tradeoff: REINFORCE: w in ACC · (LAT / T)^(−w) (0.1, the reference's ``acc·(T/LAT)^0.1``).
-        rl_over_tradeoff: REINFORCE: the exponent above T (None: ``rl_tradeoff``). With equal
-            exponents T only rescales the reward and so does not steer the search (MnasNet Sec. 3);
-            e.g. 1 penalizes over-budget paths as MnasNet's hard reward.
-        rl_baseline_decay: REINFORCE: b ← decay·b + (1 − decay)·mean(R).
-        samples: Paths drawn from the final softmax(α) and scored, besides the derived ones (for
-            the Pareto plot).
-    """
-
-    mode: str = "gradient"
-    loss: str = "mul"
-    alpha: float = 0.2
-    beta: float = 0.3
-    lam: float = 0.1
-    flops_weight: float = 0.0
-    params_weight: float = 0.0
-    arch_lr: float = 1e-3
-    warmup_epochs: int | None = None
-    rl_samples: int = 10
-    rl_tradeoff: float = 0.1
-    rl_over_tradeoff: float | None = None
-    rl_baseline_decay: float = 0.9
-    samples: int = 10
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise InputError(f"--proxyless-mode must be one of {', '.join(MODES)}, got {self.mode!r}.")
-        if self.loss not in LOSSES:
-            raise InputError(f"--proxyless-loss must be one of {', '.join(LOSSES)}, got {self.loss!r}.")
-        checks = [("--proxyless-alpha", self.alpha > 0), ("--proxyless-beta", self.beta >= 0),
-                  ("--proxyless-lambda", self.lam >= 0), ("--proxyless-flops-weight", self.flops_weight >= 0),
-                  ("--proxyless-params-weight", self.params_weight >= 0), ("--proxyless-arch-lr", self.arch_lr > 0),
-                  ("--proxyless-rl-samples", self.rl_samples >= 1), ("--proxyless-rl-tradeoff", self.rl_tradeoff >= 0),
-                  ("--proxyless-rl-over-tradeoff", self.rl_over_tradeoff is None or self.rl_over_tradeoff >= 0),
-                  ("--proxyless-rl-baseline-decay", 0 <= self.rl_baseline_decay < 1),
-                  ("--proxyless-samples", self.samples >= 0),
-                  ("--proxyless-warmup-epochs", self.warmup_epochs is None or self.warmup_epochs >= 0)]
-        for flag, ok in checks:
-            if not ok:
-                raise InputError(f"{flag} is out of range (see hwnas search --help).")
-
-    @classmethod
-    def add_arguments(cls, p: argparse.ArgumentParser) -> None:
-        g = p.add_argument_group("proxyless (ProxylessNAS)")
-        g.add_argument("--proxyless-mode", choices=MODES, default=cls.mode,
-                       help="gradient: binary gates + BinaryConnect (two-path); reinforce: policy gradient")
-        g.add_argument("--proxyless-loss", choices=LOSSES, default=cls.loss,
-                       help="mul: alpha*CE*(log E[LAT]/log T)^beta; add: CE + lambda*E[LAT]/T")
-        g.add_argument("--proxyless-alpha", type=float, metavar="A", default=cls.alpha,
-                       help="alpha of the mul loss (0.2)")
-        g.add_argument("--proxyless-beta", type=float, metavar="B", default=cls.beta,
-                       help="beta of the mul loss (0.3)")
-        g.add_argument("--proxyless-lambda", type=float, metavar="L", default=cls.lam,
-                       help="lambda of the add loss (0.1)")
-        g.add_argument("--proxyless-flops-weight", type=float, metavar="W", default=cls.flops_weight,
-                       help="FLOPs penalty against --flops-max: exponent (mul) or weight (add, reinforce); 0 = off")
-        g.add_argument("--proxyless-params-weight", type=float, metavar="W", default=cls.params_weight,
-                       help="params penalty against --params-max, same form; 0 = off")
-        g.add_argument("--proxyless-arch-lr", type=float, metavar="LR", default=cls.arch_lr,
-                       help="Adam lr of alpha (1e-3)")
-        g.add_argument("--proxyless-warmup-epochs", type=int, metavar="E", default=None,
-                       help="weight-only epochs before alpha moves (default: a quarter of --epochs)")
-        g.add_argument("--proxyless-rl-samples", type=int, metavar="K", default=cls.rl_samples,
-                       help="reinforce: paths per architecture step (10)")
-        g.add_argument("--proxyless-rl-tradeoff", type=float, metavar="W", default=cls.rl_tradeoff,
-                       help="reinforce: w in reward ACC*(LAT/T)^-w (0.1)")
-        g.add_argument("--proxyless-rl-over-tradeoff", type=float, metavar="W", default=None,
-                       help="reinforce: exponent above T (default: --proxyless-rl-tradeoff; 1 = MnasNet-style hard)")
-        g.add_argument("--proxyless-rl-baseline-decay", type=float, metavar="D", default=cls.rl_baseline_decay,
-                       help="reinforce: moving-average decay of the reward baseline (0.9)")
-        g.add_argument("--proxyless-samples", type=int, metavar="N", default=cls.samples,
-                       help="paths sampled from the final distribution and scored for the Pareto plot (10)")
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "ProxylessConfig":
-        return cls(mode=args.proxyless_mode, loss=args.proxyless_loss, alpha=args.proxyless_alpha,
-                   beta=args.proxyless_beta, lam=args.proxyless_lambda, flops_weight=args.proxyless_flops_weight,
-                   params_weight=args.proxyless_params_weight, arch_lr=args.proxyless_arch_lr,
-                   warmup_epochs=args.proxyless_warmup_epochs, rl_samples=args.proxyless_rl_samples,
-                   rl_tradeoff=args.proxyless_rl_tradeoff,
-                   rl_over_tradeoff=args.proxyless_rl_over_tradeoff, rl_baseline_decay=args.proxyless_rl_baseline_decay,
-                   samples=args.proxyless_samples)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class ArchObjective:
-    """The hardware-aware architecture loss (gradient mode) and reward (reinforce mode).
-
-    Args:
-        config: Settings (loss form and weights).
-        predictor: A ``hwnas.latency.batch.BatchPredictor`` (exact expected costs, discrete costs).
-        constraints: T (latency budget, ms) and the optional FLOPs / params targets.
-
-    Raises:
-        InputError: when a FLOPs / params penalty is on without its target.
-    """
-
-    def __init__(self, *, config: ProxylessConfig, predictor: Any, constraints: Constraints) -> None:
-        if config.flops_weight > 0 and constraints.flops_max is None:
-            raise InputError("--proxyless-flops-weight needs --flops-max (the FLOPs target of the penalty).")
-        if config.params_weight > 0 and constraints.params_max is None:
-            raise InputError("--proxyless-params-weight needs --params-max (the params target of the penalty).")
-        self.config, self.predictor = config, predictor
-        self.target = float(constraints.latency_ms)
-        self.flops_max, self.params_max = constraints.flops_max, constraints.params_max
-
-    def loss(self, ce: torch.Tensor, probs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        """The loss of an architecture step and its parts.
-
-        Args:
-            ce: Cross-entropy of the arch batch through the binary gates, 0-d.
-            probs: The distribution per decision (differentiable): the two-path p̃ in the
-                architecture step, or softmax(α).
-        """
-        c = self.config
-        lat = self.predictor.expected_latency(probs)  # ms
-        extra = []
-        if c.flops_weight > 0:
-            extra.append((self.predictor.expected_flops(probs), float(self.flops_max), c.flops_weight))
-        if c.params_weight > 0:
-            extra.append((self.predictor.expected_params(probs), float(self.params_max), c.params_weight))
-        if c.loss == "mul":
-            loss = proxyless_mul_loss(ce, lat, self.target, alpha=c.alpha, beta=c.beta)
-            for value, target, weight in extra:
-                loss = loss * proxyless_mul_factor(value, target, beta=weight)
-        else:
-            loss = proxyless_add_loss(ce, lat, self.target, lam=c.lam)
-            for value, target, weight in extra:
-                loss = loss + weight * value / target
-        return loss, {"expected_latency_ms": float(lat.detach())}
-
-    def reward(self, acc: np.ndarray, indices: np.ndarray) -> np.ndarray:
-        """REINFORCE reward of sampled paths: ``ACC · (LAT/T)^(−w)``, w = ``rl_tradeoff`` up to T and
-        ``rl_over_tradeoff`` above (times the FLOPs / params factors of the same form).
-
-        Args:
-            acc: Accuracy of each path on the arch batch, shape (K,).
-            indices: The paths, shape (K, num_decisions).
-        """
-        c = self.config
-        over = c.rl_tradeoff if c.rl_over_tradeoff is None else c.rl_over_tradeoff
-        r = np.asarray(mnasnet_reward(acc, self.predictor.latency(indices), self.target, alpha=-c.rl_tradeoff,
-                                      beta=-over))
-        if c.flops_weight > 0:
-            r = r * np.asarray(mnasnet_reward(1.0, self.predictor.flops(indices), float(self.flops_max),
-                                              alpha=-c.flops_weight, beta=-c.flops_weight))
-        if c.params_weight > 0:
-            r = r * np.asarray(mnasnet_reward(1.0, self.predictor.params(indices), float(self.params_max),
-                                              alpha=-c.params_weight, beta=-c.params_weight))
-        return np.atleast_1d(r).astype(np.float64)
 
 
 @register_strategy("proxyless")
@@ -274,9 +95,8 @@ class Proxyless(Strategy):
 
     def search(self, ctx: SearchContext) -> SearchResult:
         cfg = self.config
-        space, sv = ctx.space, ctx.services
-        supernet: SuperNet = sv["supernet"]
-        ds, predictor, train = sv["dataset"], sv["predictor"], sv["train_config"]
+        space, supernet = ctx.space, ctx.supernet
+        ds, predictor, train = ctx.dataset, ctx.predictor, ctx.train_config
         if cfg.mode == "gradient":
             check_mixable(supernet)
         objective = ArchObjective(config=cfg, predictor=predictor, constraints=ctx.constraints)
@@ -346,82 +166,3 @@ class Proxyless(Strategy):
                  "derived_budget_ratio": lat / target, "within_15pct_of_budget": abs(lat / target - 1) <= 0.15,
                  "final_probs": arch.snapshot(), "heatmap": heatmap, "epochs_logged": len(history)}
         return SearchResult(best=derived, score=candidates[0]["accuracy"], candidates=candidates, extra=extra)
-
-
-class ProxylessSteps:
-    """The weight- and architecture-step callbacks of ``alternate`` and the state they carry
-    (the pair sampled by the last two-path step, the REINFORCE baseline)."""
-
-    def __init__(self, *, cfg: ProxylessConfig, supernet: SuperNet, arch: ArchParams, objective: ArchObjective,
-                 state: dict[str, Any] | None) -> None:
-        self.cfg, self.supernet, self.arch, self.objective = cfg, supernet, arch, objective
-        self.num_options = [int(a.numel()) for a in arch.alphas]
-        self.baseline: float | None = None if not state else state.get("baseline")
-        self._pending: tuple[TwoPaths, list[torch.Tensor]] | None = None
-
-    def state(self) -> dict[str, Any]:
-        return {"baseline": self.baseline}
-
-    def weight_step(self, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, step: int) -> dict[str, float]:
-        """One path sampled from softmax(α) (binary gates, Eq. 3); CE; backward into the weights."""
-        return self.weight_step_on(x, y, sample_path(self.arch.alphas, rng))
-
-    def weight_step_on(self, x: torch.Tensor, y: torch.Tensor, path: np.ndarray) -> dict[str, float]:
-        """The weight step of a given path (images N, 3, R, R; labels N)."""
-        logits = self.supernet(x, path)
-        loss = classification_loss(logits, y)
-        loss.backward()
-        return {"loss": float(loss.detach()), "acc": float((logits.argmax(1) == y).float().mean())}
-
-    def arch_gradient(self, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, step: int) -> dict[str, float]:
-        """Two-path binary-gate step on two paths sampled from softmax(α) (Sec. 3.2.1)."""
-        return self.arch_gradient_on(x, y, sample_two_paths(self.arch.alphas, rng))
-
-    def arch_gradient_on(self, x: torch.Tensor, y: torch.Tensor, paths: TwoPaths) -> dict[str, float]:
-        """∂loss/∂g through the gated forward by autograd, then BinaryConnect (Eq. 4) into α.grad.
-
-        The loss's expected latency is taken under the two-path distribution (``pair_probs``), so
-        only the sampled entries of α get a gradient; the full E[LAT] under softmax(α) is reported.
-        """
-        alphas = list(self.arch.alphas)
-        gates = one_hot_gates(paths.active, self.num_options)
-        logits = gated_forward(self.supernet, x, gates, paths)
-        ce = classification_loss(logits, y)
-        loss, _ = self.objective.loss(ce, pair_probs(alphas, paths))
-        leaves = [g for g in gates if g.requires_grad] + alphas
-        loss.backward(inputs=leaves)  # gates and α only: no weight gradients are computed
-        for d, a in enumerate(alphas):
-            if gates[d].grad is None:
-                continue
-            bc = binary_connect_grad(gates[d].grad, a, paths.pair(d))
-            a.grad = bc if a.grad is None else a.grad + bc
-        self._pending = (paths, [a.detach().clone() for a in alphas])
-        with torch.no_grad():
-            e_lat = float(self.objective.predictor.expected_latency(self.arch.probs()))
-        return {"loss": float(loss.detach()), "ce": float(ce.detach()),
-                "acc": float((logits.argmax(1) == y).float().mean()), "expected_latency_ms": e_lat}
-
-    def after_arch_step(self, step: int) -> None:
-        """Rescales the two updated entries of every decision (Sec. 3.2.1)."""
-        if self._pending is None:
-            return
-        paths, old = self._pending
-        for d, a in enumerate(self.arch.alphas):
-            rescale_pair(a.data, old[d], paths.pair(d))
-        self._pending = None
-
-    def arch_reinforce(self, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, step: int) -> dict[str, float]:
-        """REINFORCE: K sampled paths scored on the arch batch, ∇α = mean (R − b) ∇ log p(path)."""
-        alphas = list(self.arch.alphas)
-        paths = np.stack([sample_path(alphas, rng) for _ in range(self.cfg.rl_samples)])
-        with torch.no_grad():
-            acc = np.array([float((self.supernet(x, p).argmax(1) == y).float().mean()) for p in paths])
-        rewards = self.objective.reward(acc, paths)
-        mean = float(rewards.mean())
-        baseline = mean if self.baseline is None else self.baseline
-        loss = -torch.stack([(float(r) - baseline) * log_prob(alphas, p) for r, p in zip(rewards, paths)]).mean()
-        loss.backward(inputs=alphas)
-        decay = self.cfg.rl_baseline_decay
-        self.baseline = decay * baseline + (1 - decay) * mean
-        return {"reward": mean, "acc": float(acc.mean()), "baseline": self.baseline}
-

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import InputError
-from hwnas.supernet.samplers import SAMPLERS, constrained_uniform
 from hwnas.search.strategies.base import SearchContext, SearchResult, Strategy, register_strategy
 from hwnas.search.strategies.evolution import EvolutionConfig, evolve, random_search
+from hwnas.supernet import SAMPLERS, constrained_uniform
 
 
 class _OneShot(Strategy):
@@ -62,7 +62,7 @@ class _OneShot(Strategy):
 
     def search(self, ctx: SearchContext) -> SearchResult:
         ctx.train_weights(self._sampler(ctx))
-        budgets: list[float] = ctx.services.get("budgets") or [ctx.constraints.latency_ms]
+        budgets = list(ctx.budgets)
         done: list[dict[str, Any]] = list((ctx.state or {}).get("strategy", {}).get("budgets_done", []))
         current = (ctx.state or {}).get("strategy", {}).get("current")
         candidates: list[dict[str, Any]] = [c for d in done for c in d["evaluated"]]

@@ -1,8 +1,4 @@
-"""Built-in backends. ``ort-cpu``: ONNX Runtime CPU provider, graph optimizations on.
-
-Importing this module registers every built-in backend: ``ort-cpu`` (here), ``torch-cpu``
-(``torch_cpu``), ``cuda`` (``cuda``) and ``remote`` (``remote``).
-"""
+"""``ort-cpu`` backend: ONNX Runtime CPU provider, graph optimizations on."""
 
 from __future__ import annotations
 
@@ -12,8 +8,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from hwnas.profile.onnx_io import export_onnx, ort_session
 from hwnas.profile.backend import Backend, Runner, onnx_versions, random_input, register_backend, timed
+from hwnas.profile.onnx_io import export_onnx, ort_session
 
 
 class _OrtRunner(Runner):
@@ -50,7 +46,3 @@ class OrtCpuBackend(Backend):
 
     def prepare_onnx(self, path: Path, input_shape: Sequence[int], *, name: str) -> Runner:
         return _OrtRunner(Path(path), input_shape, self.config.threads)
-
-
-# Registration of the other built-in backends (import for side effect).
-from hwnas.profile import cuda, remote, torch_cpu  # noqa: E402,F401
