@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 
 from hwnas.errors import InputError
-from tests.conftest import TOY_SPACE, run_cli
+from tests.conftest import ROOT, SHARED, TOY_SPACE, run_cli
 
-ROOT = Path(__file__).resolve().parent.parent
 TABLE = ROOT / "latency_tables" / "cpu-ort-1t_r32.json"
-YAML = ROOT.parent / "shared" / "reference" / "latency_tables" / "proxylessnas_pixel1_mobile_trim.yaml"
+YAML = SHARED / "reference" / "latency_tables" / "proxylessnas_pixel1_mobile_trim.yaml"
 
 #: Every command with an output option, its other arguments and the option (OUT is replaced).
 OUTPUT_COMMANDS = {

@@ -12,10 +12,9 @@ import pytest
 
 from hwnas.errors import InputError
 from hwnas.latency.table import LatencyTable
-from tests.conftest import TOY_SPACE, run_cli, synthetic_table
+from tests.conftest import SHARED, TOY_SPACE, run_cli, synthetic_table
 
-PROXYLESS_YAML = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "latency_tables" / \
-    "proxylessnas_pixel1_mobile_trim.yaml"
+PROXYLESS_YAML = SHARED / "reference" / "latency_tables" / "proxylessnas_pixel1_mobile_trim.yaml"
 
 
 @pytest.fixture(scope="module")
