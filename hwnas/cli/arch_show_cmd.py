@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hwnas.cli.common import add_arch_args, arch_from_args
+from hwnas.cli.common import add_arch_args, arch_from_args, table_defaults
 from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.errors import InputError
 from hwnas.jsonio import write_json_atomic
@@ -17,7 +17,8 @@ from hwnas.space import CostCounter, op_key
 @command("arch show", help="blocks, FLOPs, params and (with --table) latency of one architecture")
 def setup(show: argparse.ArgumentParser) -> None:
     add_arch_args(show)
-    show.add_argument("--table", help="latency table to price the blocks with")
+    show.add_argument("--table", help="latency table to price the blocks with (its resolution, width and class "
+                                      "count are the defaults)")
     show.add_argument("--out", help="write the (preset) architecture to this JSON file")
     add_json_flag(show)
     show.set_defaults(func=run_show)
@@ -26,13 +27,14 @@ def setup(show: argparse.ArgumentParser) -> None:
 def run_show(args: argparse.Namespace) -> Report:
     if args.out:
         check_writable_output(args.out)
-    sp, arch = arch_from_args(args)
+    table = LatencyTable.load(args.table) if args.table else None
+    # like ``hwnas search``: resolution, width and classes default to the table's
+    sp, arch = arch_from_args(args, defaults=table_defaults(table.device) if table is not None else None)
     blocks = sp.resolve(arch)
     counter = CostCounter()
     per_lat: list[float | None] = [None] * len(blocks)
     latency = None
-    if args.table:
-        table = LatencyTable.load(args.table)
+    if table is not None:
         table.check_resolution(arch["resolution"])
         latency, per_lat = table.lookup_sum(blocks)
     rows: list[dict[str, Any]] = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, Mapping
 
 from hwnas.errors import InputError
 from hwnas.jsonio import read_json
@@ -22,11 +22,20 @@ def add_arch_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
     p.add_argument("--num-classes", type=int, help="number of classes override")
 
 
-def load_arch_file(path: str, *, space: str | None = None) -> tuple[SearchSpace, dict[str, Any]]:
-    """Reads an arch file and validates it against its space (``space`` must agree when given)."""
+#: Architecture settings a latency table's header can supply (``device.<field>``).
+SETTING_FIELDS = ("resolution", "width_mult", "num_classes")
+
+
+def load_arch_file(path: str, *, space: str | None = None,
+                   defaults: Mapping[str, Any] | None = None) -> tuple[SearchSpace, dict[str, Any]]:
+    """Reads an arch file and validates it against its space (``space`` must agree when given).
+
+    ``defaults`` (e.g. a table's resolution, width and classes) fill the settings the file leaves out.
+    """
     raw = read_json(path, what="arch file")
     if not isinstance(raw, dict) or not isinstance(raw.get("space"), str):
         raise InputError(f"arch file {path}: field 'space' is missing or not a string.")
+    raw = {**{k: v for k, v in (defaults or {}).items() if v is not None and k not in raw}, **raw}
     sp = load_space(space) if space else load_named_space(raw["space"], field=f"arch file {path}: field 'space'")
     if raw["space"] != sp.name:
         raise InputError(f"arch file {path} is for space {short(raw['space'])}, not {sp.name!r}.")
@@ -38,17 +47,30 @@ def load_arch_file(path: str, *, space: str | None = None) -> tuple[SearchSpace,
     return sp, sp.validate_arch(raw, where=f"arch file {path}")
 
 
-def arch_from_args(args: argparse.Namespace) -> tuple[SearchSpace, dict[str, Any]]:
-    """The space and the validated architecture selected by ``add_arch_args`` arguments."""
+def arch_from_args(args: argparse.Namespace, *,
+                   defaults: Mapping[str, Any] | None = None) -> tuple[SearchSpace, dict[str, Any]]:
+    """The space and the validated architecture selected by ``add_arch_args`` arguments.
+
+    Args:
+        args: Parsed ``add_arch_args`` arguments; ``--resolution/--width-mult/--num-classes`` win.
+        defaults: Settings (``SETTING_FIELDS``) used where neither the flags nor the arch file give
+            them, e.g. a latency table's header (``table_defaults``); a preset takes all of them.
+    """
+    defaults = {k: v for k, v in (defaults or {}).items() if k in SETTING_FIELDS and v is not None}
     if args.preset:
         if not args.space:
             raise InputError("--preset needs --space (the space the preset belongs to).")
         sp = load_space(args.space)
-        arch = sp.preset(args.preset)
+        arch = sp.preset(args.preset, **defaults)
     else:
-        sp, arch = load_arch_file(args.arch, space=args.space)
+        sp, arch = load_arch_file(args.arch, space=args.space, defaults=defaults)
     overrides = {"resolution": args.resolution, "width_mult": args.width_mult, "num_classes": args.num_classes}
     if any(v is not None for v in overrides.values()):
         arch = sp.validate_arch({**arch, **{k: v for k, v in overrides.items() if v is not None}},
                                 where="command line")
     return sp, arch
+
+
+def table_defaults(device: Mapping[str, Any]) -> dict[str, Any]:
+    """The resolution, width multiplier and class count a latency table's ``device`` header records."""
+    return {k: device[k] for k in SETTING_FIELDS if device.get(k) is not None}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from hwnas.cli.demo import DemoConfig, render, run_demo
 from hwnas.cli.main import Report, add_json_flag, command
@@ -23,6 +24,6 @@ def run(args: argparse.Namespace) -> Report:
     check_output_dir(args.run, flag="--run")
     check_output_dir(args.export, flag="--export")
     cfg = DemoConfig.quick() if args.quick else DemoConfig()
-    cfg = DemoConfig(**{**cfg.__dict__, "seed": args.seed})
+    cfg = replace(cfg, seed=args.seed)
     report = run_demo(cfg, run_dir=args.run, export_dir=args.export)
     return Report(report, "hwnas demo\n" + render(report))

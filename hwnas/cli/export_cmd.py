@@ -37,8 +37,12 @@ def setup(p: argparse.ArgumentParser) -> None:
                    "on again only with --device-config, otherwise the latency is predicted only")
     p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension (default: fixed batch 1)")
     p.add_argument("--atol", type=float, default=ATOL, help=f"fp32 parity tolerance, max abs diff (default {ATOL:g})")
-    p.add_argument("--repeats", type=int, default=_DEFAULTS.repeats, help="timed runs per latency measurement")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per latency measurement in all, split into "
+                   "rounds of the steady estimator (default: --rounds x --runs-per-round)")
     p.add_argument("--warmup", type=int, default=_DEFAULTS.warmup, help="untimed runs before measuring")
+    p.add_argument("--rounds", type=int, help="rounds of the steady estimator (default 30, or from --repeats)")
+    p.add_argument("--runs-per-round", type=int, help="back-to-back timed runs per round (default 5, or from "
+                   "--repeats)")
     p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="random weights, BN statistics and test inputs")
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -72,7 +76,8 @@ def run(args: argparse.Namespace) -> Report:
     name = args.name or out.resolve().name
     options = ExportOptions(name=name, dynamic_batch=args.dynamic_batch, ort=args.ort, ort_platform=args.ort_platform,
                             int8=args.int8, atol=args.atol, force=args.force, calibration_size=args.calibration_size,
-                            data_limit=args.data_limit, repeats=args.repeats, warmup=args.warmup, seed=args.seed)
+                            data_limit=args.data_limit, repeats=args.repeats, warmup=args.warmup, seed=args.seed,
+                            rounds=args.rounds, runs_per_round=args.runs_per_round)
     card = export_model(sp, arch, out_dir=out, options=options, weights=args.weights, data=args.data,
                         table=args.table, commands=commands, progress=not args.no_progress)
     fp32 = card["latency"]["rows"][0]
@@ -80,7 +85,10 @@ def run(args: argparse.Namespace) -> Report:
         "onnx": str(out / f"{name}.onnx"),
         "max_abs_diff": card["verification"][0]["max_abs_diff"],
         "measured_latency_ms": fp32["measured_ms"],
+        "measured_spread_pct": fp32["spread_pct"],
         "predicted_latency_ms": fp32["predicted_ms"],
+        "latency_source": fp32["latency_source"],
+        "estimator": card["latency"]["estimator"],
         "relative_error": fp32["relative_error"],
         "out": str(out),
         "card": str(out / "card.json"),
@@ -104,9 +112,15 @@ def run(args: argparse.Namespace) -> Report:
     for r in card["latency"]["rows"]:
         pred = "" if r["predicted_ms"] is None else f", predicted {r['predicted_ms']:.3f} ms"
         pred += "" if r["relative_error"] is None else f" ({100 * r['relative_error']:+.1f} %)"
-        measured = "not measured" if r["measured_ms"] is None else f"measured {r['measured_ms']:.3f} ms"
+        measured = ("not measured" if r["measured_ms"] is None else f"measured {r['measured_ms']:.3f} ms (steady, "
+                    f"spread {r['spread_pct']:.1f} %{', unstable' if r.get('unstable') else ''})")
         lines.append(f"  {r['model']}: {measured}{pred}")
-    lines += [f"  note: {n}" for n in card["latency"]["notes"] if n.startswith("Latency is predicted only")]
+    est = card["latency"]["estimator"]
+    if est:
+        lines.append(f"  measured = {est['name']} ({est['rounds']} rounds x {est['runs_per_round']} runs); "
+                     f"predicted = the latency table's {card['latency']['prediction']}")
+    lines += [f"  note: {n}" for n in card["latency"]["notes"]
+              if n.startswith(("Latency is predicted only", "The machine was unstable"))]
     acc = card["accuracy"] or {}
     if "onnx" in acc:
         lines.append(f"  held-out top-1: PyTorch {100 * acc['pytorch']:.2f} %, ONNX {100 * acc['onnx']:.2f} %"

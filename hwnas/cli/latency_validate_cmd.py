@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from hwnas.cli.latency_calibrate_cmd import add_measure_args, repeats_from_args
+from hwnas.cli.latency_calibrate_cmd import add_measure_args, estimator_line, repeats_from_args, store_from_args
 from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.latency import LatencyModel, plot_scatter, validate
-from hwnas.profile import MeasurementStore, table_measure
+from hwnas.profile import table_measure
 from hwnas.profile.device_config import commands_from_args
 from hwnas.safeio import check_writable_output
 from hwnas.space import load_space
@@ -35,16 +35,19 @@ def run(args: argparse.Namespace) -> Report:
     model = LatencyModel.load(args.table, calibration=args.calibration_samples == 0)
     sp = load_space(args.space)
     repeats, warmup = repeats_from_args(args, model.table)
-    store = MeasurementStore(args.measurements, device=model.table.device, repeats=repeats, warmup=warmup)
+    store = store_from_args(args, model.table)
     measure = table_measure(sp, table=model.table, store=store, repeats=repeats, warmup=warmup, seed=args.seed,
                             commands=commands, progress=not args.no_progress)
     result = validate(model, sp, samples=args.samples, calibration_samples=args.calibration_samples,
-                      seed=args.seed, measure=measure, info={"repeats": repeats, "warmup": warmup})
+                      seed=args.seed, measure=measure, spreads=measure.spreads,
+                      info={"repeats": repeats, "warmup": warmup, "measured": "steady",
+                            "estimator": store.steady.to_json()})
     if args.plot:
         result["plot"] = str(plot_scatter(result, args.plot))
     u = result["uncalibrated"]
     lines = [f"{result['n']} held-out {sp.name} archs at {result['resolution']}px, measured end to end with "
-             f"{result['backend']} ({result['threads']} thread(s)), {repeats} runs each",
+             f"{result['backend']} ({result['threads']} thread(s))",
+             estimator_line(store, result["median_spread_pct"]),
              f"{'':14} {'±5%':>7} {'±10%':>7} {'RMSE %':>8} {'MAPE %':>8} {'bias %':>8}",
              f"{'LUT sum':14} {u['within_5pct']:7.0%} {u['within_10pct']:7.0%} {u['rmse_pct']:8.2f} "
              f"{u['mape']:8.2f} {u['bias_pct']:8.2f}"]

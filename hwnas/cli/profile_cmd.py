@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hwnas.cli.main import Report, add_json_flag, command
+from hwnas.errors import InputError
 from hwnas.profile import BackendConfig, ProfileSettings, profile_table
 from hwnas.profile.device_config import add_device_args, commands_from_args
 from hwnas.safeio import check_output_dir, check_writable_output
@@ -26,7 +27,14 @@ def setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="latency table file to write")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run into --out")
     p.add_argument("--device-name", default="", help="device.name of the table (default <host>-<backend>)")
-    p.add_argument("--repeats", type=int, default=30, help="timed runs per block and pass (default 30)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed runs per block (default 30, or --rounds x --runs-per-round)")
+    p.add_argument("--rounds", type=int, help="rounds of the steady figure per block; sets --repeats to "
+                   "rounds x runs-per-round (default: --repeats / runs-per-round)")
+    p.add_argument("--runs-per-round", type=int, help="interleaved single runs per round whose median is one round "
+                   "median (default: the largest divisor of --repeats up to 5)")
+    p.add_argument("--quantile", type=float, help="quantile of round medians stored as steady_ms (default: the "
+                   "estimator's)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs per block first (default 5)")
     p.add_argument("--max-cv", type=float, default=0.05,
                    help="re-measure entries whose std/mean exceeds this (default 0.05)")
@@ -42,6 +50,18 @@ def setup(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run)
 
 
+def _repeats(args: argparse.Namespace) -> int:
+    """``--repeats``, or ``--rounds`` x ``--runs-per-round`` (5 when not given)."""
+    if args.rounds is None:
+        return 30 if args.repeats is None else args.repeats
+    if args.repeats is not None:
+        raise InputError("give --repeats or --rounds (with --runs-per-round), not both.")
+    for flag, v in (("--rounds", args.rounds), ("--runs-per-round", args.runs_per_round)):
+        if v is not None and v < 1:
+            raise InputError(f"{flag} must be an integer >= 1, got {v}.")
+    return args.rounds * (5 if args.runs_per_round is None else args.runs_per_round)
+
+
 def run(args: argparse.Namespace) -> Report:
     check_writable_output(args.out)
     if args.workdir:
@@ -50,9 +70,10 @@ def run(args: argparse.Namespace) -> Report:
     commands = commands_from_args(args, announce=args.backend == "remote")
     config = BackendConfig(backend=args.backend, threads=args.threads, batch=args.batch, dtype=args.dtype,
                            channels_last=args.channels_last, device_name=args.device_name).with_commands(commands)
-    settings = ProfileSettings(repeats=args.repeats, warmup=args.warmup, max_cv=args.max_cv,
+    settings = ProfileSettings(repeats=_repeats(args), warmup=args.warmup, max_cv=args.max_cv,
                                remeasure=args.remeasure, chunk=args.chunk, seed=args.seed,
-                               min_sample_ms=args.min_sample_ms)
+                               min_sample_ms=args.min_sample_ms, runs_per_round=args.runs_per_round,
+                               **({} if args.quantile is None else {"quantile": args.quantile}))
     res = profile_table(spaces, config=config, out=args.out, resolution=args.resolution,
                         width_mult=args.width_mult, num_classes=args.num_classes, settings=settings,
                         resume=args.resume, workdir=args.workdir)
@@ -69,6 +90,11 @@ def run(args: argparse.Namespace) -> Report:
     if data["cv_median"] is not None:
         lines.append(f"spread: median CV {100 * data['cv_median']:.2f}%, p90 {100 * data['cv_p90']:.2f}%, "
                      f"max {100 * data['cv_max']:.2f}%; {data['remeasured']} entries re-measured")
+    est = data["estimator"] or {}
+    if est:
+        spread = "" if data["median_spread_pct"] is None else f", median spread {data['median_spread_pct']:.1f}%"
+        lines.append(f"entries: steady_ms = {est['name']} ({est['rounds']} rounds x {est['runs_per_round']} "
+                     f"{est['samples']}){spread}")
     widest = sorted(data["cv"].items(), key=lambda kv: -kv[1])[:5]
     if widest:
         lines.append("widest spread: " + "; ".join(f"{k} {100 * v:.1f}%" for k, v in widest))

@@ -6,7 +6,8 @@ import argparse
 
 from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.errors import InputError
-from hwnas.profile.device_config import add_device_args
+from hwnas.profile.device_config import add_device_args, commands_from_args
+from hwnas.profile import SteadySettings
 from hwnas.safeio import check_output_dir
 from hwnas.search import SearchSettings, load_strategies, run_search
 from hwnas.supernet import SHARING, SupernetTrainConfig
@@ -28,7 +29,11 @@ def setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--space", required=True, help="search space name or file")
     p.add_argument("--strategy", required=True, choices=sorted(strategies), help="search strategy")
     p.add_argument("--table", required=True, help="latency table of the target device")
-    p.add_argument("--latency-ms", type=float, required=True, help="latency budget T, ms (predicted)")
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--latency-ms", type=float, help="latency budget T, ms")
+    budget.add_argument("--latency-rel", metavar="REF:FACTOR",
+                        help="relative budget: FACTOR (in (0, 2]) times REF's latency, REF a preset of the space "
+                             "or an arch file (e.g. mobilenet_v2:0.8); judged side by side with REF when measured")
     p.add_argument("--flops-max", type=float, help="FLOPs (multiply-adds) upper bound")
     p.add_argument("--params-max", type=float, help="parameter-count upper bound")
     p.add_argument("--data", default="digits", help="digits | fashion-mnist[:DIR] | cifar10:DIR | imagefolder:DIR")
@@ -49,6 +54,14 @@ def setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    v = p.add_argument_group("measured final selection (the best K candidates timed on the table's device)")
+    v.add_argument("--verify", type=int, default=8, metavar="K",
+                   help="candidates to time end to end at the end (0: off; the result is then predicted only)")
+    v.add_argument("--verify-rounds", type=int, default=SteadySettings.rounds,
+                   help="interleaved rounds of the steady estimator")
+    v.add_argument("--verify-runs-per-round", type=int, default=SteadySettings.runs_per_round,
+                   help="timed runs per candidate and round (their median is the round's sample)")
+    v.add_argument("--verify-warmup", type=int, default=SteadySettings.warmup, help="untimed runs per candidate")
     for cls in strategies.values():
         cls.add_arguments(p)
     add_device_args(p)
@@ -64,13 +77,21 @@ def run(args: argparse.Namespace) -> Report:
     remote_flags = [f for f, v in (("--device-config", args.device_config), ("--run-cmd", args.run_cmd),
                                    ("--push-cmd", args.push_cmd), ("--info-cmd", args.info_cmd),
                                    ("--parser", args.parser)) if v]
+    if args.verify < 0:
+        raise InputError(f"--verify must be >= 0 (0 turns measured selection off), got {args.verify}.")
+    for flag, value, low in (("--verify-rounds", args.verify_rounds, 1),
+                             ("--verify-runs-per-round", args.verify_runs_per_round, 1),
+                             ("--verify-warmup", args.verify_warmup, 0)):
+        if value < low:
+            raise InputError(f"{flag} must be >= {low}, got {value}.")
     strategy = strategies[args.strategy].from_args(args)
     if args.epochs == 0 and not strategy.runs_without_weight_training():
         raise InputError(f"--epochs must be >= 1 for {args.strategy} (it trains the supernet's weights); only "
                          f"mnasnet with --accuracy proxy runs without weight training (--epochs 0).")
-    if remote_flags and not strategy.measures_on_device():
+    if remote_flags and not strategy.measures_on_device() and args.verify == 0:
         raise InputError(f"{remote_flags[0]} is used only when the search measures on the device "
-                         f"(--strategy mnasnet --latency measured).")
+                         f"(measured selection, --verify K > 0, or --strategy mnasnet --latency measured).")
+    commands = commands_from_args(args, announce=not strategy.measures_on_device())
     if args.pareto and not hasattr(strategy, "evolution"):
         raise InputError(f"--pareto is supported by spos-evolution and random, not {args.strategy}.")
     settings = SearchSettings(
@@ -80,17 +101,45 @@ def run(args: argparse.Namespace) -> Report:
         bn_batches=args.bn_batches, weight_sharing=args.weight_sharing,
         train=SupernetTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                   weight_decay=args.weight_decay),
-        strategy_settings=strategy.settings(),
+        strategy_settings=strategy.settings(), latency_rel=args.latency_rel, verify=args.verify,
+        verify_steady=SteadySettings(rounds=args.verify_rounds, runs_per_round=args.verify_runs_per_round,
+                                     warmup=args.verify_warmup),
     )
-    s = run_search(settings, strategy, out=args.out, resume=args.resume)
+    s = run_search(settings, strategy, out=args.out, resume=args.resume, commands=commands)
     lines = [
         f"strategy {s['strategy']} on {s['space']}: {s['evaluated']} candidates evaluated",
-        f"best: accuracy {100 * s['accuracy']:.2f}% (supernet, arch split), predicted latency "
-        f"{s['predicted_latency_ms']:.3f} ms (budget {s['latency_budget_ms']:g}), {s['flops'] / 1e6:.2f}M FLOPs, "
-        f"{s['params'] / 1e6:.3f}M params, constraints {'met' if s['constraints_met'] else 'NOT met'}",
+        f"budget: {budget_text(s)}",
+        f"best: accuracy {100 * s['accuracy']:.2f}% (supernet, arch split), {s['flops'] / 1e6:.2f}M FLOPs, "
+        f"{s['params'] / 1e6:.3f}M params",
+        f"latency: {latency_text(s)}",
+        f"constraints {'met' if s['constraints_met'] else 'NOT met'} (judged on the {s['constraints_judged_on']} "
+        f"latency)",
     ]
     for w in s["pareto"]:
         lines.append(f"  budget {w['latency_budget_ms']:g} ms: accuracy {100 * w['accuracy']:.2f}%, "
                      f"predicted {w['predicted_latency_ms']:.3f} ms")
     lines.append(f"run: {args.out} (summary.json, best_arch.json, pareto.png)")
     return Report(s, "\n".join(lines))
+
+
+def budget_text(s: dict) -> str:
+    """The budget of a search summary: ms, and for a relative budget its reference and factor."""
+    if s.get("budget_factor") is not None:
+        return (f"{s['latency_budget_ms']:.4f} ms predicted = {s['budget_factor']:g} x {s['reference']} "
+                f"(predicted {s['reference_predicted_ms']:.4f} ms)")
+    return f"{s['latency_budget_ms']:g} ms"
+
+
+def latency_text(s: dict) -> str:
+    """Predicted and measured latency side by side (or why the result is predicted only)."""
+    pred = f"predicted {s['predicted_latency_ms']:.4f} ms"
+    if s.get("latency_source") != "measured":
+        return f"{pred}; PREDICTED ONLY, not measured ({s.get('predicted_only_reason') or 'no measurement'})"
+    text = (f"{pred}, measured {s['measured_latency_ms']:.4f} ms (steady, spread {s['measured_spread_pct']:.1f}%, "
+            f"{len(s['verified'])} candidate(s) verified)")
+    if s.get("budget_factor") is not None:
+        text += (f"; measured ratio {s['measured_ratio']:.3f} vs factor {s['budget_factor']:g} "
+                 f"({s['reference']} measured {s['reference_measured_ms']:.4f} ms side by side)")
+    else:
+        text += f"; table drift {s['table_drift']:.2f}x ({s['reference']} measured/predicted)"
+    return text

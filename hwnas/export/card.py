@@ -2,7 +2,8 @@
 
 A card states what was exported (architecture, parameters, FLOPs), how well it works (held-out
 accuracy when known, before and after int8), how fast (the latency table's prediction next to the
-measured latency, with the relative error), how to feed it (preprocessing) and which files belong
+measured latency, with the relative error; every measured number is the steady estimator's figure,
+recorded with the estimator, its settings and the spread, ``hwnas.profile.steady``), how to feed it (preprocessing) and which files belong
 to it, each with its size and sha256 so a deployment can check it got the right bytes.
 """
 
@@ -30,6 +31,37 @@ def file_entries(folder: str | os.PathLike, names: Iterable[str]) -> list[dict[s
     """``[{"file", "bytes", "sha256"}]`` for files of ``folder`` (names relative to it)."""
     root = Path(folder)
     return [{"file": n, "bytes": (root / n).stat().st_size, "sha256": sha256_file(root / n)} for n in names]
+
+
+#: Fields of a measurement kept in a latency row, next to ``measured_ms`` (the steady figure).
+_STAT_KEYS = ("median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms", "count", "spread_pct", "estimator", "rounds",
+              "runs_per_round", "unstable")
+
+
+def latency_row(model: str, stats: dict[str, Any] | None, predicted: float | None) -> dict[str, Any]:
+    """One latency row: ``predicted_ms`` (the table's prediction, or None) and ``measured_ms``, the
+    steady figure of the measurement (``steady_ms``; ``median_ms`` is over all its runs, ``spread_pct``
+    over its round medians); ``stats`` None: not measured (predicted only)."""
+    if stats is None:
+        return {"model": model, "predicted_ms": predicted, "measured_ms": None, "relative_error": None,
+                "latency_source": "predicted" if predicted is not None else None, **{k: None for k in _STAT_KEYS}}
+    measured = float(stats["steady_ms"])
+    rel = None if predicted is None or measured <= 0 else (predicted - measured) / measured
+    return {"model": model, "predicted_ms": predicted, "measured_ms": measured, "relative_error": rel,
+            "latency_source": "measured", **{k: stats.get(k) for k in _STAT_KEYS}}
+
+
+def _estimator_sentence(lat: dict[str, Any]) -> str:
+    """How the measured numbers were made, and what "spread" means (card.md)."""
+    est = lat.get("estimator")
+    if not est:
+        return f"Median of {lat.get('repeats')} runs after {lat.get('warmup')} warm-up runs."
+    return (f"Each measured number is the steady figure of estimator `{est['name']}`: the "
+            f"{round(100 * est['quantile'], 1):g}th percentile of {est['rounds']} round medians "
+            f"({est['runs_per_round']} back-to-back runs per round, after {est['warmup']} warm-up runs), "
+            f"i.e. the machine's fast, steady state; spread = (q90 - q10) / q50 of the round medians "
+            f"(re-measured up to {est['retries']} time(s) when above {est['max_spread_pct']:g} %). "
+            f"Predicted numbers come from the latency table, not from a run.")
 
 
 def _ms(v: Any) -> str:
@@ -89,19 +121,20 @@ def render_markdown(card: dict[str, Any]) -> str:
         lines.append("Not measured (needs --weights and --data).")
     lines += [
         "", "## Latency", "",
-        (f"Measured with backend `{lat['backend']}`, {lat['threads']} thread(s), batch {lat['batch']}, "
-         f"median of {lat['repeats']} runs after {lat['warmup']} warm-up runs"
-         + (f", on {lat['processor']}" if lat.get("processor") else "") + "."
+        (f"Measured with backend `{lat['backend']}`, {lat['threads']} thread(s), batch {lat['batch']}"
+         + (f", on {lat['processor']}" if lat.get("processor") else "") + ". " + _estimator_sentence(lat)
          if lat.get("measured", True) else "Not measured: the latency is predicted only (see the note below)."),
         "",
-        "| model | predicted | measured (median) | p10 - p90 | relative error |",
-        "|---|---|---|---|---|",
+        "| model | predicted | measured (steady) | spread | median of all runs | p10 - p90 | relative error |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in lat["rows"]:
         rel = "n/a" if row.get("relative_error") is None else f"{100 * row['relative_error']:+.1f} %"
-        spread = f"{row['p10_ms']:.3f} - {row['p90_ms']:.3f} ms" if row.get("p10_ms") is not None else "n/a"
+        p10_p90 = f"{row['p10_ms']:.3f} - {row['p90_ms']:.3f} ms" if row.get("p10_ms") is not None else "n/a"
+        spread = "n/a" if row.get("spread_pct") is None else f"{row['spread_pct']:.1f} %"
+        spread += " (unstable)" if row.get("unstable") else ""
         lines.append(f"| {row['model']} | {_ms(row.get('predicted_ms'))} | {_ms(row['measured_ms'])} | {spread} "
-                     f"| {rel} |")
+                     f"| {_ms(row.get('median_ms'))} | {p10_p90} | {rel} |")
     if lat.get("table"):
         lines.append(f"\nPrediction: {lat['prediction']} from latency table `{lat['table']}`.")
     else:

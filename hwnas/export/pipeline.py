@@ -53,9 +53,12 @@ class ExportOptions:
         force: Replace an existing non-empty output folder.
         calibration_size: Images of the training split used to calibrate static int8.
         data_limit: Keep at most this many examples per split of ``--data``.
-        repeats: Timed runs of each latency measurement (after ``warmup`` untimed ones).
+        repeats: Timed runs of each latency measurement in all (after ``warmup`` untimed ones), split
+            into rounds of the steady estimator; None: ``rounds`` x ``runs_per_round``.
         warmup: Untimed runs before measuring.
         seed: Seed of the model initialization, BN randomization and random verification inputs.
+        rounds: Rounds of the steady estimator (``hwnas.profile.steady``; None: from ``repeats``, else 30).
+        runs_per_round: Back-to-back timed runs per round (None: from ``repeats``, else 5).
     """
 
     name: str
@@ -67,9 +70,20 @@ class ExportOptions:
     force: bool = False
     calibration_size: int = 200
     data_limit: int | None = None
-    repeats: int = 30
+    repeats: int | None = None
     warmup: int = 5
     seed: int = 0
+    rounds: int | None = None
+    runs_per_round: int | None = None
+
+    def steady(self):
+        """The steady estimator's settings of every latency measurement (``SteadySettings``)."""
+        from hwnas.profile import SteadySettings
+
+        s = SteadySettings.from_counts(repeats=self.repeats, warmup=self.warmup, rounds=self.rounds,
+                                       runs_per_round=self.runs_per_round)
+        s.validate()
+        return s
 
     def validate(self) -> None:
         """Raises ``InputError`` naming the first bad option."""
@@ -82,10 +96,10 @@ class ExportOptions:
             raise InputError(f"--int8 must be 'dynamic' or 'static', got {self.int8!r}.")
         if not self.atol > 0:
             raise InputError(f"--atol must be a positive number, got {self.atol!r}.")
-        for flag, v, low in (("--calibration-size", self.calibration_size, 1), ("--repeats", self.repeats, 1),
-                             ("--warmup", self.warmup, 0)):
+        for flag, v, low in (("--calibration-size", self.calibration_size, 1), ("--warmup", self.warmup, 0)):
             if v < low:
                 raise InputError(f"{flag} must be an integer >= {low}, got {v!r}.")
+        self.steady()  # --repeats, --rounds, --runs-per-round
         if self.data_limit is not None and self.data_limit < 1:
             raise InputError(f"--data-limit must be a positive integer, got {self.data_limit!r}.")
 
@@ -184,18 +198,6 @@ def _parity_json(name: str, parity) -> dict[str, Any]:
             "batch_sizes": list(parity.batch_sizes), "output_scale": parity.output_scale}
 
 
-def _latency_row(model: str, stats: dict[str, Any] | None, predicted: float | None) -> dict[str, Any]:
-    """One latency row; ``stats`` None: not measured (predicted only)."""
-    stat_keys = ("mean_ms", "std_ms", "p10_ms", "p90_ms", "count")
-    if stats is None:
-        return {"model": model, "predicted_ms": predicted, "measured_ms": None, "relative_error": None,
-                **{k: None for k in stat_keys}}
-    measured = float(stats["median_ms"])
-    rel = None if predicted is None or measured <= 0 else (predicted - measured) / measured
-    return {"model": model, "predicted_ms": predicted, "measured_ms": measured, "relative_error": rel,
-            **{k: stats[k] for k in stat_keys}}
-
-
 @dataclass
 class _Build:
     """What the stages have produced so far, in the staging folder."""
@@ -241,7 +243,7 @@ def _stage_int8(b: _Build, p: _Prepared, onnx_path: Path, meta: dict[str, Any], 
 
 def _assemble(b: _Build, space: SearchSpace, arch: dict[str, Any], p: _Prepared, *, options: ExportOptions,
               weights: str | None, data: str | None, bar) -> dict[str, Any]:
-    from hwnas.export.card import file_entries, write_card
+    from hwnas.export.card import file_entries, latency_row, write_card
     from hwnas.export.verify import accuracy, check_parity, onnx_predictions, require_parity, torch_predictions
     from hwnas.latency import utc_now
     from hwnas.profile import measure_onnx_file
@@ -297,23 +299,26 @@ def _assemble(b: _Build, space: SearchSpace, arch: dict[str, Any], p: _Prepared,
 
     stage("latency")
     shape = [p.config.batch if p.config else 1, 3, res, res]
+    steady = options.steady()
 
     def measure(path: Path) -> dict[str, Any] | None:
         if p.config is None:
             return None
-        return measure_onnx_file(path, input_shape=shape, config=p.config, repeats=options.repeats,
-                                 warmup=options.warmup)
+        return measure_onnx_file(path, input_shape=shape, config=p.config, settings=steady)
 
     if p.config is None:
         b.notes.append(f"Latency is predicted only: latency table {(p.prediction or {}).get('table')} was measured "
                        f"on a remote device and no --device-config (or --run-cmd) was given, so nothing was "
                        f"measured (hwnas never runs commands from a table).")
-    b.rows.append(_latency_row("fp32 ONNX", measure(onnx_path), p.predicted_ms))
+    b.rows.append(latency_row("fp32 ONNX", measure(onnx_path), p.predicted_ms))
     if ort_path is not None:
-        b.rows.append(_latency_row(f"fp32 ORT format ({options.ort_platform})", measure(ort_path), None))
+        b.rows.append(latency_row(f"fp32 ORT format ({options.ort_platform})", measure(ort_path), None))
     if q_path is not None:
-        b.rows.append(_latency_row(f"int8 {options.int8} ONNX", measure(q_path), None))
+        b.rows.append(latency_row(f"int8 {options.int8} ONNX", measure(q_path), None))
         b.int8["measured_latency_ms"] = b.rows[-1]["measured_ms"]
+    if any(r.get("unstable") for r in b.rows):
+        b.notes.append(f"The machine was unstable while measuring: round medians spread more than "
+                       f"{steady.max_spread_pct:g} % even after re-measuring, so the measured figure is less certain.")
     table_host = (p.prediction or {}).get("table_host")
     if table_host and p.config is not None and p.config.backend != "remote" and table_host != socket.gethostname():
         b.notes.append(f"The latency table was measured on host {table_host}; this measurement ran on "
@@ -328,7 +333,9 @@ def _assemble(b: _Build, space: SearchSpace, arch: dict[str, Any], p: _Prepared,
     cfg = p.config
     latency = {"backend": cfg.backend if cfg else pred.get("table_backend"), "measured": cfg is not None,
                "threads": cfg.threads if cfg else None, "batch": cfg.batch if cfg else None,
-               "repeats": options.repeats, "warmup": options.warmup, "processor": p.processor,
+               "repeats": steady.rounds * steady.runs_per_round, "warmup": steady.warmup,
+               "estimator": steady.to_json() if cfg is not None else None,
+               "measured_stat": "steady_ms" if cfg is not None else None, "processor": p.processor,
                "table": pred.get("table"), "prediction": "calibrated LUT sum" if pred.get("calibrated") else "LUT sum",
                "prediction_details": p.prediction, "rows": b.rows, "notes": b.notes}
     card = {"format": "hwnas.model_card/1", "name": name, "created": utc_now(), "hwnas_version": __version__,

@@ -7,12 +7,14 @@ from hwnas.latency.batch import BatchPredictor
 from hwnas.latency.calibration import calibration_path
 from hwnas.latency.importers import IMPORTERS, import_table
 from hwnas.latency.model import LatencyModel
-from hwnas.latency.table import COMMAND_FIELDS, LatencyTable, entry_cv, entry_from_samples, utc_now
+from hwnas.latency.table import (COMMAND_FIELDS, ENTRY_FIELDS, LatencyTable, entry_cv, entry_from_samples,
+                                 entry_ms, utc_now)
 from hwnas.latency.validate import calibrate, plot_scatter, validate
 
 __all__ = [
     "BatchPredictor",
     "COMMAND_FIELDS",
+    "ENTRY_FIELDS",
     "IMPORTERS",
     "LatencyModel",
     "LatencyTable",
@@ -20,6 +22,7 @@ __all__ = [
     "calibration_path",
     "entry_cv",
     "entry_from_samples",
+    "entry_ms",
     "import_table",
     "plot_scatter",
     "utc_now",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from hwnas.errors import InputError
 from hwnas.latency.calibration import Calibration, calibration_path
 from hwnas.latency.regressor import BlockRegressor, EstimateError
-from hwnas.latency.table import LatencyTable
+from hwnas.latency.table import LatencyTable, entry_ms
 from hwnas.space import Block, op_key
 
 if TYPE_CHECKING:
@@ -109,9 +109,9 @@ class LatencyModel:
 
     @property
     def regressor(self) -> BlockRegressor:
-        """The per-block regressor, fitted on the table's medians at first use."""
+        """The per-block regressor, fitted on the table's entries (``entry_ms``) at first use."""
         if self._regressor is None:
-            medians = {k: float(e["median_ms"]) for k, e in self.table.entries.items()}
+            medians = {k: entry_ms(e) for k, e in self.table.entries.items()}
             try:
                 self._regressor = BlockRegressor.fit(medians, method=self.regressor_method)
             except EstimateError as exc:

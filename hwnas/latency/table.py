@@ -9,8 +9,10 @@
      "entries": {"<op key>": {"median_ms": 1.0, "mean_ms": 1.0, "std_ms": 0.1,
                               "p10_ms": 0.9, "p90_ms": 1.2, "count": 50}}}
 
-Tables are written atomically. Prediction uses ``median_ms`` (robust to outliers); tables imported
-from formats that only publish a mean carry that mean as the median and say so in ``device.source``.
+Tables are written atomically. Prediction uses ``entry_ms``: the steady figure ``steady_ms`` of
+tables profiled with the steady estimator (``device.estimator``), else ``median_ms`` (older and
+imported tables; formats that only publish a mean carry that mean as the median and say so in
+``device.source``).
 """
 
 from __future__ import annotations
@@ -79,9 +81,11 @@ class LatencyTable:
         for key, e in entries.items():
             if not isinstance(e, dict):
                 raise InputError(f"{origin}: entries[{short(key)}] must be an object.")
-            m = e.get("median_ms")
-            if isinstance(m, bool) or not isinstance(m, (int, float)) or m < 0:
-                raise InputError(f"{origin}: entries[{short(key)}].median_ms must be a non-negative number, got {short(m)}.")
+            for f in ("median_ms", "steady_ms"):
+                m = e.get(f)
+                if (f == "median_ms" or m is not None) and (isinstance(m, bool) or not isinstance(m, (int, float))
+                                                            or m < 0):
+                    raise InputError(f"{origin}: entries[{short(key)}].{f} must be a non-negative number, got {short(m)}.")
         return cls(device=device, entries=entries, created=str(raw.get("created", "")), path=origin)
 
     def to_json(self) -> dict[str, Any]:
@@ -101,8 +105,8 @@ class LatencyTable:
         return len(self.entries)
 
     def ms(self, key: str) -> float:
-        """Median latency of one key, ms (KeyError when absent)."""
-        return float(self.entries[key]["median_ms"])
+        """Latency of one key, ms (``entry_ms``; KeyError when absent)."""
+        return entry_ms(self.entries[key])
 
     def missing(self, blocks: Iterable[Block]) -> list[str]:
         """Keys of ``blocks`` absent from the table, in block order, without repeats."""
@@ -200,6 +204,13 @@ def entry_from_samples(samples_ms: list[float]) -> dict[str, Any]:
         "p90_ms": float(np.percentile(a, 90)),
         "count": int(a.size),
     }
+
+
+def entry_ms(entry: Mapping[str, Any]) -> float:
+    """The latency an entry stands for, ms: ``steady_ms`` when present (the steady estimator,
+    ``hwnas.profile.steady``), else ``median_ms`` (older and imported tables). The one place that decides."""
+    v = entry.get("steady_ms")
+    return float(entry["median_ms"] if v is None else v)
 
 
 def entry_cv(entry: Mapping[str, Any]) -> float:

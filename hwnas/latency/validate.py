@@ -1,9 +1,9 @@
 """End-to-end validation and calibration of a latency model on the table's own device.
 
 ``hwnas latency validate`` samples random architectures of a space (seeded), builds and exports each,
-measures it whole with the table's backend and settings (warm consecutive runs, as
-``hwnas.profile.measure.measure_module`` and ``hwnas export`` time a model; see ``measure_archs``),
-and compares the model's predictions with the measurements: the share within ±5% / ±10%, RMSE in
+measures it whole with the table's backend and settings and the steady estimator (interleaved short
+rounds, a low quantile of round medians, as ``hwnas.profile.measure.measure_module`` and ``hwnas
+export`` time a model; see ``measure_archs``), and compares the model's predictions with the measurements: the share within ±5% / ±10%, RMSE in
 percent and MAPE, with and without calibration (nn-Meter, Zhang et al., MobiSys 2021, Sec. 6.2,
 reports the ±10% accuracy; ProxylessNAS, Cai et al., ICLR 2019, Fig. 5, plots predicted against
 measured on the y = x line). The calibration is fitted on a separate sample from the one it is
@@ -30,9 +30,22 @@ from hwnas.space import ArchSettings, arch_id
 
 #: Stream ids of ``np.random.default_rng([seed, stream])``: validation and calibration samples.
 VALIDATION_STREAM, CALIBRATION_STREAM = 0, 1
-#: Measures architectures end to end on the table's device: (archs, progress label) → median ms of
-#: each, in order (``hwnas.profile.whole_model.table_measure``).
+#: Measures architectures end to end on the table's device: (archs, progress label) → the steady
+#: figure (ms) of each, in order (``hwnas.profile.whole_model.table_measure``).
 Measure = Callable[[Sequence[dict[str, Any]], str], list[float]]
+#: The spread (%, ``hwnas.profile.steady.spread_pct`` of the round medians) of each measured arch.
+Spreads = Callable[[Sequence[dict[str, Any]]], list[Any]]
+
+
+def spread_stats(spreads: Sequence[Any]) -> dict[str, Any]:
+    """``median_spread_pct`` and ``max_spread_pct`` of measured spreads (%; None where none is known).
+
+    Example: spreads [2.0, 4.0, 12.0] give a median of 4.0 and a max of 12.0.
+    """
+    v = np.asarray([float(x) for x in spreads if x is not None], dtype=np.float64)
+    if v.size == 0:
+        return {"median_spread_pct": None, "max_spread_pct": None}
+    return {"median_spread_pct": float(np.median(v)), "max_spread_pct": float(v.max())}
 
 
 def sample_archs(space, *, n: int, seed: int, stream: int, settings: ArchSettings,
@@ -88,7 +101,7 @@ def fit_on(model: LatencyModel, space, archs: Sequence[dict[str, Any]], measured
 
 
 def calibrate(model: LatencyModel, space, *, samples: int, seed: int, measure: Measure,
-              info: Mapping[str, Any]) -> Calibration:
+              info: Mapping[str, Any], spreads: Spreads | None = None) -> Calibration:
     """Measures ``samples`` random archs (calibration stream) and fits a calibration of the LUT sum.
 
     Args:
@@ -96,18 +109,20 @@ def calibrate(model: LatencyModel, space, *, samples: int, seed: int, measure: M
         space: The space the archs are drawn from.
         samples: Number of random archs (at least one per coefficient).
         seed: Seed of the random archs.
-        measure: Times archs end to end on the table's device.
-        info: How they were timed (``repeats``, ``warmup``), recorded in the calibration.
+        measure: Times archs end to end on the table's device (steady figures).
+        info: How they were timed (``repeats``, ``warmup``, ``estimator``), recorded in the calibration.
+        spreads: The spread of each measured arch; its ``spread_stats`` are recorded too.
     """
     check_calibration_samples(samples, flag="--samples")
     settings = ArchSettings.of(model.table, space)
     archs = sample_archs(space, n=samples, seed=seed, stream=CALIBRATION_STREAM, settings=settings)
     measured = measure(archs, "calibration archs")
-    return fit_on(model, space, archs, measured, info={"seed": seed, **info, **asdict(settings)})
+    spread = spread_stats(spreads(archs)) if spreads is not None else {}
+    return fit_on(model, space, archs, measured, info={"seed": seed, **info, **spread, **asdict(settings)})
 
 
 def validate(model: LatencyModel, space, *, samples: int, calibration_samples: int, seed: int, measure: Measure,
-             info: Mapping[str, Any]) -> dict[str, Any]:
+             info: Mapping[str, Any], spreads: Spreads | None = None) -> dict[str, Any]:
     """Scores the model on ``samples`` held-out random archs, calibrated and uncalibrated.
 
     With ``calibration_samples`` > 0 a fresh calibration is fitted on that many other archs; with 0
@@ -121,13 +136,16 @@ def validate(model: LatencyModel, space, *, samples: int, calibration_samples: i
         samples: Held-out archs scored.
         calibration_samples: Other archs a fresh calibration is fitted on (0: the model's own).
         seed: Seed of the random archs.
-        measure: Times archs end to end on the table's device.
-        info: How they were timed (``repeats``, ``warmup``), recorded in the result.
+        measure: Times archs end to end on the table's device (steady figures, the measured ms).
+        info: How they were timed (``repeats``, ``warmup``, ``estimator``), recorded in the result.
+        spreads: The spread of each measured arch (``median_spread_pct``/``max_spread_pct`` of the
+            scored archs, and ``spread_pct`` per arch); None: not reported.
 
     Returns:
         ``n, within_5pct, within_10pct, rmse_pct, mape, bias_pct, max_abs_pct`` of the model's
-        answer, ``uncalibrated`` (the same for the plain LUT sum), ``calibration`` (or None) and
-        ``archs`` (indices, measured, predicted, LUT sum).
+        answer, ``uncalibrated`` (the same for the plain LUT sum), ``calibration`` (or None),
+        ``median_spread_pct``/``max_spread_pct`` and ``archs`` (indices, measured, predicted, LUT sum,
+        spread).
     """
     if samples < 1:
         raise InputError(f"--samples must be at least 1, got {samples}.")
@@ -147,9 +165,11 @@ def validate(model: LatencyModel, space, *, samples: int, calibration_samples: i
     by_id = dict(zip((arch_id(space, a) for a in both),
                      measure(both, "measuring archs")))
     measured = [by_id[arch_id(space, a)] for a in archs]
+    spread = spreads(archs) if spreads is not None else [None] * len(archs)
     if cal_archs:
+        cal_spread = spread_stats(spreads(cal_archs)) if spreads is not None else {}
         cal = fit_on(model, space, cal_archs, [by_id[arch_id(space, a)] for a in cal_archs],
-                     info={"seed": seed, **info, **asdict(settings)})
+                     info={"seed": seed, **info, **cal_spread, **asdict(settings)})
     base = model.uncalibrated()
     preds = [base.predict(a, space=space) for a in archs]
     lut = [p.lut_sum_ms for p in preds]
@@ -159,13 +179,13 @@ def validate(model: LatencyModel, space, *, samples: int, calibration_samples: i
                               "calibrated": cal is not None, "calibration": cal.to_json() if cal else None,
                               "calibration_samples": calibration_samples, "seed": seed, "space": space.name,
                               "resolution": settings.resolution, "width_mult": settings.width_mult,
-                              "num_classes": settings.num_classes, **info,
+                              "num_classes": settings.num_classes, **info, **spread_stats(spread),
                               "backend": model.table.device.get("backend"),
                               "threads": model.table.device.get("threads"),
                               "archs_with_estimates": sum(1 for p in preds if p.estimated)}
     result["archs"] = [{"indices": space.encode(a).tolist(), "measured_ms": m, "predicted_ms": f, "lut_sum_ms": s,
-                        "num_blocks": p.num_blocks, "estimated": len(p.estimated)}
-                       for a, m, f, s, p in zip(archs, measured, final, lut, preds)]
+                        "num_blocks": p.num_blocks, "estimated": len(p.estimated), "spread_pct": sp}
+                       for a, m, f, s, p, sp in zip(archs, measured, final, lut, preds, spread)]
     return result
 
 

@@ -4,6 +4,9 @@ The built-in backends are registered by importing their modules, listed once her
 (``BUILTIN_BACKENDS``); ``hwnas.profile.backend`` holds the registry and never imports them.
 A new backend is a module that subclasses ``Backend`` with ``@register_backend(NAME)``, added to
 this list.
+
+Every end-to-end measurement uses the steady estimator (``hwnas.profile.steady``): one model's
+timed runs are consecutive short rounds, its measured latency is ``steady_ms``.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ import hwnas.profile.ort_cpu as ort_cpu
 import hwnas.profile.remote as remote
 import hwnas.profile.torch_cpu as torch_cpu
 from hwnas.errors import InputError
-from hwnas.latency import entry_from_samples
-from hwnas.profile.backend import BACKENDS, Backend, BackendConfig, Runner, gc_paused
+from hwnas.profile.backend import BACKENDS, Backend, BackendConfig, Runner
+from hwnas.profile.steady import SteadySettings, measure_side_by_side
 from hwnas.safeio import short
 
 #: The built-in backend modules; importing them registers ``ort-cpu``, ``torch-cpu``, ``cuda``, ``remote``.
@@ -40,56 +43,79 @@ def make_backend(config: BackendConfig) -> Backend:
     return backend
 
 
-def _check_counts(repeats: int, warmup: int) -> None:
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise InputError(f"repeats must be a positive integer, got {repeats!r}.")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise InputError(f"warmup must be a non-negative integer, got {warmup!r}.")
+def steady_settings(repeats: int | None, warmup: int | None, settings: SteadySettings | None) -> SteadySettings:
+    """The estimator settings of one end-to-end measurement: ``settings`` when given, else the
+    ``repeats`` timed runs (in rounds, ``SteadySettings.from_counts``) after ``warmup`` untimed ones;
+    both None: the estimator's defaults (30 rounds x 5 runs after 5 warm-up runs)."""
+    if settings is not None:
+        settings.validate()
+        return settings
+    s = SteadySettings.from_counts(repeats=repeats, warmup=warmup)
+    s.validate()
+    return s
 
 
-def time_runner(backend: Backend, runner: Runner, *, repeats: int, warmup: int) -> dict[str, Any]:
-    """``warmup`` untimed runs, then ``repeats`` timed runs of one runner; its entry statistics."""
-    with backend.timing_context(), gc_paused():
-        for _ in range(warmup):
-            runner.run_once()
-        samples = [runner.run_once() for _ in range(repeats)]  # ms
-    return entry_from_samples(samples)
+def time_runner(backend: Backend, runner: Runner, *, settings: SteadySettings) -> dict[str, Any]:
+    """Times one runner in consecutive short rounds with the steady estimator; its table entry.
+
+    Returns:
+        ``SideBySide.entry``: ``median_ms`` ... ``count`` over all timed runs, plus ``steady_ms``
+        (the measured latency), ``spread_pct``, ``estimator``, ``rounds``, ``runs_per_round``,
+        ``attempts`` and ``unstable``.
+    """
+    result = measure_side_by_side({"model": runner}, backend=backend, settings=settings)
+    return result.entry("model")
 
 
 def measure_module(module: torch.nn.Module, *, input_shape: Sequence[int], config: BackendConfig,
-                   repeats: int = 30, warmup: int = 5, workdir: str | Path | None = None) -> dict[str, Any]:
-    """Measures one whole module end to end with a backend: warm-up, then ``repeats`` timed runs.
+                   repeats: int | None = None, warmup: int | None = None, workdir: str | Path | None = None,
+                   settings: SteadySettings | None = None) -> dict[str, Any]:
+    """Measures one whole module end to end with a backend and the steady estimator.
 
     Works for every backend (ONNX backends export the module first; ``remote`` pushes it to the
     device with the config's templates).
 
+    Args:
+        module: The model.
+        input_shape: N, C, H, W of its input.
+        config: The backend settings (a table's ``BackendConfig.from_header``).
+        repeats: Timed runs in all, split into rounds (``SteadySettings.from_counts``); None with
+            ``warmup`` None: the estimator's defaults.
+        warmup: Untimed runs first.
+        workdir: Folder for the exported file (a temporary one inside it).
+        settings: The estimator settings; override ``repeats``/``warmup``.
+
     Returns:
-        The latency-table entry statistics (``median_ms``, ``mean_ms``, ``std_ms``, ``p10_ms``,
-        ``p90_ms``, ``count``).
+        The latency-table entry statistics over all timed runs (``median_ms``, ``mean_ms``,
+        ``std_ms``, ``p10_ms``, ``p90_ms``, ``count``) plus ``steady_ms`` (report this one as the
+        measured latency), ``spread_pct``, ``estimator``, ``rounds``, ``runs_per_round``,
+        ``attempts`` and ``unstable``.
     """
-    _check_counts(repeats, warmup)
+    steady = steady_settings(repeats, warmup, settings)
     backend = make_backend(config)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         runner = backend.prepare(module, input_shape, workdir=Path(tmp), name="model")
         try:
-            return time_runner(backend, runner, repeats=repeats, warmup=warmup)
+            return time_runner(backend, runner, settings=steady)
         finally:
             runner.close()
 
 
 def measure_onnx_file(path: str | Path, *, input_shape: Sequence[int], config: BackendConfig,
-                      repeats: int = 30, warmup: int = 5) -> dict[str, Any]:
+                      repeats: int | None = None, warmup: int | None = None,
+                      settings: SteadySettings | None = None) -> dict[str, Any]:
     """Measures an existing ONNX file with an ONNX-running backend (``ort-cpu``, ``remote``).
 
-    Used to time exported (and quantized) models with a latency table's own settings.
+    Used to time exported (and quantized) models with a latency table's own settings; counts and
+    estimator as ``measure_module``.
 
     Raises:
         InputError: for a missing file, or a backend that cannot run ONNX files (``torch-cpu``, ``cuda``).
 
     Returns:
-        The latency-table entry statistics, as ``measure_module``.
+        The entry statistics and steady figure, as ``measure_module``.
     """
-    _check_counts(repeats, warmup)
+    steady = steady_settings(repeats, warmup, settings)
     p = Path(path)
     backend = make_backend(config)
     if not backend.runs_onnx:
@@ -98,6 +124,6 @@ def measure_onnx_file(path: str | Path, *, input_shape: Sequence[int], config: B
         raise InputError(f"ONNX file {p} does not exist.")
     runner = backend.prepare_onnx(p, input_shape, name=p.stem)
     try:
-        return time_runner(backend, runner, repeats=repeats, warmup=warmup)
+        return time_runner(backend, runner, settings=steady)
     finally:
         runner.close()

@@ -20,7 +20,11 @@ Protocol (what makes the numbers trustworthy on a machine that drifts):
    the spread of microsecond-scale blocks but measures them with warm caches: on the proxyless
    space at 224 px (ort-cpu, 1 thread) the sum of the medians dropped by 10-15% with 1-2 ms
    samples, away from end-to-end measurements, while single runs stayed within 6-15% below them.
-4. **Spread check.** Each entry stores median, mean, std, p10, p90 and count (ms). Entries whose
+4. **Steady figure and spread check.** Each entry stores median, mean, std, p10, p90 and count
+   (ms) over all samples and, from the same samples in consecutive rounds of ``runs_per_round``
+   (``hwnas.profile.steady``: every sample of a round comes from another interleaved pass, so a
+   block still runs once after other blocks), ``steady_ms`` (the ``quantile`` of the round
+   medians, what the latency model sums) and ``spread_pct`` ((q90 - q10) / q50 of them). Entries whose
    coefficient of variation (std / mean) exceeds ``max_cv`` are measured again (another
    interleaved pass over just those), at most ``remeasure`` times; the pass with the lowest CV is
    kept. Entries still above ``max_cv`` are reported as unstable.
@@ -30,7 +34,8 @@ Protocol (what makes the numbers trustworthy on a machine that drifts):
 
 The table's ``device`` header records the backend settings (backend, threads, batch, dtype, ...),
 host, processor, library versions, and the scope: ``spaces``, ``resolution``, ``width_mult``,
-``num_classes``, plus ``repeats``, ``warmup`` and ``min_sample_ms``.
+``num_classes``, plus ``repeats``, ``warmup``, ``min_sample_ms``, ``stat`` (``steady``) and
+``estimator`` (name and settings: quantile, rounds, runs per round).
 """
 
 from __future__ import annotations
@@ -48,16 +53,17 @@ import numpy as np
 from tqdm import tqdm
 
 from hwnas.errors import InputError
-from hwnas.latency import LatencyTable, entry_cv, entry_from_samples, utc_now
+from hwnas.latency import ENTRY_FIELDS, LatencyTable, entry_cv, entry_from_samples, utc_now
 from hwnas.profile.backend import Backend, BackendConfig, Runner, gc_paused
 from hwnas.profile.export_cache import export_blocks
 from hwnas.profile.measure import make_backend
+from hwnas.profile.steady import DEFAULT_QUANTILE, SteadySettings, estimator_name, group_rounds, steady_entry
 from hwnas.space import Block, SearchSpace, make_module, op_key
 
 #: Header fields that must agree between an existing table and a resumed run.
 RESUME_FIELDS = ("backend", "threads", "batch", "dtype", "channels_last", "parser", "serial",
                  "host", "processor", "versions", "resolution", "width_mult", "num_classes", "repeats", "warmup",
-                 "min_sample_ms")
+                 "min_sample_ms", "estimator")
 #: Most back-to-back runs one sample may average.
 MAX_RUNS_PER_SAMPLE = 1000
 
@@ -74,6 +80,9 @@ class ProfileSettings:
         chunk: Runners prepared (sessions alive) at a time; rounds interleave within a chunk.
         seed: Seed of the block order and the per-round shuffles.
         min_sample_ms: A sample averages back-to-back runs lasting at least this long (0: single runs).
+        runs_per_round: Samples per round of the steady figure (None: the largest divisor of
+            ``repeats`` up to 5, ``SteadySettings.from_counts``).
+        quantile: The quantile of round medians stored as ``steady_ms``.
     """
 
     repeats: int = 30
@@ -83,6 +92,22 @@ class ProfileSettings:
     chunk: int = 64
     seed: int = 0
     min_sample_ms: float = 0.0
+    runs_per_round: int | None = None
+    quantile: float = DEFAULT_QUANTILE
+
+    def steady(self) -> SteadySettings:
+        """The steady estimator's settings of the entries (rounds x runs per round = ``repeats``)."""
+        s = SteadySettings.from_counts(repeats=self.repeats, warmup=self.warmup, runs_per_round=self.runs_per_round,
+                                       base=SteadySettings(quantile=self.quantile))
+        s.validate()
+        return s
+
+    def estimator(self) -> dict[str, Any]:
+        """The table header's ``estimator``: name, quantile, rounds, runs per round (of single-run samples)."""
+        s = self.steady()
+        return {"name": estimator_name(self.quantile), "quantile": self.quantile, "rounds": s.rounds,
+                "runs_per_round": s.runs_per_round, "samples": "interleaved single runs"
+                if self.min_sample_ms <= 0 else f"means of back-to-back runs of >= {self.min_sample_ms} ms"}
 
     def validate(self) -> None:
         """Raises ``InputError`` naming the first bad setting."""
@@ -95,6 +120,10 @@ class ProfileSettings:
         m = self.min_sample_ms
         if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m <= 1000:
             raise InputError(f"--min-sample-ms must be a number in [0, 1000], got {m!r}.")
+        if self.runs_per_round is not None and (isinstance(self.runs_per_round, bool) or self.runs_per_round < 1
+                                                or self.runs_per_round > self.repeats):
+            raise InputError(f"--runs-per-round must be an integer in [1, --repeats], got {self.runs_per_round!r}.")
+        self.steady()
 
 
 @dataclass
@@ -115,12 +144,15 @@ class ProfileResult:
     def summary(self) -> dict[str, Any]:
         cvs = np.array([entry_cv(e) for e in self.table.entries.values()], dtype=np.float64)
         stat = (lambda f: round(float(f(cvs)), 5)) if cvs.size else (lambda f: None)
+        spreads = [float(e["spread_pct"]) for e in self.table.entries.values() if e.get("spread_pct") is not None]
         return {
             "out": self.out, "entries": len(self.table), "measured": len(self.measured), "skipped": self.skipped,
             "exported": self.exported, "seconds": round(self.seconds, 3),
             "export_seconds": round(self.export_seconds, 3), "timing_seconds": round(self.timing_seconds, 3),
             "cv_median": stat(np.median), "cv_p90": stat(lambda a: np.percentile(a, 90)), "cv_max": stat(np.max),
             "remeasured": len(self.remeasured), "unstable": self.unstable,
+            "estimator": self.table.device.get("estimator"),
+            "median_spread_pct": round(float(np.median(spreads)), 3) if spreads else None,
             "cv": {k: round(entry_cv(e), 5) for k, e in self.table.entries.items()},
             "load_avg": _load_avg(), "cpus": os.cpu_count(),
             "device": self.table.device,
@@ -206,8 +238,8 @@ def profile_table(spaces: Sequence[SearchSpace], *, config: BackendConfig, out: 
         raise InputError(f"--out {out} is a folder; give a table file name.")
     backend = make_backend(config)
     header = {**backend.header(), "resolution": resolution, "width_mult": float(width_mult),
-              "num_classes": num_classes, "spaces": [sp.name for sp in spaces], "stat": "median",
-              "repeats": settings.repeats, "warmup": settings.warmup,
+              "num_classes": num_classes, "spaces": [sp.name for sp in spaces], "stat": "steady",
+              "estimator": settings.estimator(), "repeats": settings.repeats, "warmup": settings.warmup,
               "min_sample_ms": float(settings.min_sample_ms) if backend.averages_runs else 0.0}
     table = _start_table(out, header, resume=resume)
     blocks = space_blocks(spaces, resolution=resolution, width_mult=float(width_mult), num_classes=num_classes)
@@ -274,8 +306,10 @@ def _time_chunks(backend: Backend, pending: list[str], blocks: dict[str, Block],
             finally:
                 for r in runners.values():
                     r.close()
+            steady = s.steady()
             for k in keys:
-                e = entry_from_samples(samples[k])
+                full = steady_entry(group_rounds(samples[k], runs_per_round=steady.runs_per_round), quantile=s.quantile)
+                e = {f: full[f] for f in ENTRY_FIELDS + ("steady_ms", "spread_pct")}  # settings: in the header
                 table.entries[k] = e
                 if entry_cv(e) > s.max_cv:
                     result.unstable.append(k)

@@ -1,52 +1,85 @@
 """Timing whole architectures end to end on a latency table's device, resumably.
 
-``measure_archs`` builds, exports and times architectures interleaved in chunks; a
-``MeasurementStore`` keeps each result in a JSON file as it finishes, so an interrupted
-``hwnas latency validate`` / ``calibrate`` or a measured MnasNet search resumes there.
+``measure_archs`` builds, exports and times architectures side by side in chunks with the steady
+estimator (``hwnas.profile.steady``); a ``MeasurementStore`` keeps each result in a JSON file as it
+finishes, so an interrupted ``hwnas latency validate`` / ``calibrate`` or a measured MnasNet search
+resumes there.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
-
-import numpy as np
+from typing import Any, Mapping, Sequence
 
 from hwnas.errors import InputError
 from hwnas.jsonio import read_json, write_json_atomic
-from hwnas.latency import LatencyTable, entry_from_samples
+from hwnas.latency import LatencyTable
+from hwnas.profile.backend import Runner
+from hwnas.profile.steady import SideBySide, SteadySettings, measure_side_by_side
 from hwnas.safeio import short
 from hwnas.space import arch_id
 
-STORE_FORMAT = "hwnas.e2e_measurements/1"
+STORE_FORMAT = "hwnas.e2e_measurements/2"
+#: Earlier formats, refused with a sentence that says why (their numbers came from another estimator).
+OLD_STORE_FORMATS = {"hwnas.e2e_measurements/1": "one median over all runs, before the steady estimator"}
 
 
 #: Backend settings that must agree for stored measurements to be reused.
 STORE_SETTINGS = ("backend", "threads", "batch", "dtype", "channels_last", "name", "host", "processor", "versions")
 
 
+def whole_model_settings(*, repeats: int, warmup: int, passes: int = 3, rounds: int | None = None,
+                         runs_per_round: int | None = None) -> SteadySettings:
+    """The estimator settings of ``measure_archs``: ``rounds`` x ``runs_per_round`` when given, else
+    from the older counts, ``passes x repeats`` timed runs per architecture
+    (``SteadySettings.from_counts``: 3 x 30 -> 18 rounds x 5 runs)."""
+    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
+        raise InputError(f"passes must be an integer >= 1, got {passes!r}.")
+    total = repeats * passes if isinstance(repeats, int) and not isinstance(repeats, bool) and repeats > 0 else repeats
+    return SteadySettings.from_counts(repeats=total, warmup=warmup, rounds=rounds, runs_per_round=runs_per_round)
+
+
 class MeasurementStore:
     """End-to-end measurements keyed by architecture, persisted atomically after each one (resume).
+
+    The file records the device settings and the steady estimator (name and settings) that produced
+    its numbers; a file from another estimator or an older format is refused (``InputError``).
 
     Args:
         path: JSON file, or None to keep measurements in memory only.
         device: The table's ``device`` header; a file measured with other settings is refused.
-        repeats: Timed runs per pass (part of the settings a file must share).
-        warmup: Untimed runs per pass.
+        repeats: Timed runs per architecture and pass (with ``warmup``, the estimator settings when
+            ``steady`` is None: ``whole_model_settings``).
+        warmup: Untimed runs per architecture first.
+        steady: The estimator settings (rounds, runs per round, quantile, ...).
     """
 
-    def __init__(self, path: str | Path | None, *, device: dict[str, Any], repeats: int, warmup: int) -> None:
+    def __init__(self, path: str | Path | None, *, device: dict[str, Any], repeats: int, warmup: int,
+                 steady: SteadySettings | None = None) -> None:
         self.path = Path(path) if path else None
+        self.steady = steady or whole_model_settings(repeats=repeats, warmup=warmup)
+        self.steady.validate()
         self.settings = {**{k: device.get(k) for k in STORE_SETTINGS if k in device},
-                         "repeats": repeats, "warmup": warmup}
+                         "repeats": repeats, "warmup": warmup, "estimator": self.steady.to_json()}
         self.entries: dict[str, dict[str, Any]] = {}
         if self.path is not None and self.path.exists():
             raw = read_json(self.path, what="measurements file")
-            if (not isinstance(raw, dict) or raw.get("format") != STORE_FORMAT
-                    or not isinstance(raw.get("entries"), dict)):
+            fmt = raw.get("format") if isinstance(raw, dict) else None
+            if isinstance(fmt, str) and fmt in OLD_STORE_FORMATS:
+                raise InputError(f"measurements file {self.path} has format {fmt!r} ({OLD_STORE_FORMATS[fmt]}); "
+                                 f"its numbers are not comparable: delete it or use another --measurements file.")
+            if fmt != STORE_FORMAT or not isinstance(raw.get("entries"), dict):
                 raise InputError(f"measurements file {self.path}: format must be {STORE_FORMAT!r}.")
-            if raw.get("settings") != self.settings:
+            old = raw.get("settings") if isinstance(raw.get("settings"), dict) else {}
+            if old.get("estimator") != self.settings["estimator"]:
+                name = (old.get("estimator") or {}).get("name") if isinstance(old.get("estimator"), dict) else None
+                raise InputError(f"measurements file {self.path} was measured with another estimator "
+                                 f"({short(name)}, or other rounds/runs per round) than this run "
+                                 f"({self.steady.name}, {self.steady.rounds} rounds x {self.steady.runs_per_round} "
+                                 f"runs); use another --measurements file.")
+            if old != self.settings:
                 raise InputError(f"measurements file {self.path} was measured with other settings (device "
                                  "or repeats/warmup) than this run; use another --measurements file.")
             self.entries = raw["entries"]
@@ -64,15 +97,25 @@ class MeasurementStore:
 
 def measure_archs(space, archs: Sequence[dict[str, Any]], *, table: LatencyTable, store: MeasurementStore,
                   repeats: int, warmup: int, commands: Any = None, passes: int = 3, chunk: int = 10, seed: int = 0,
-                  desc: str = "measuring", progress: bool = True) -> list[float]:
-    """Builds, exports and measures each architecture end to end; median ms each (stored ones reused).
+                  desc: str = "measuring", progress: bool = True,
+                  settings: SteadySettings | None = None) -> list[float]:
+    """Builds, exports and measures each architecture end to end; the steady figure (ms) of each.
 
-    Each model is timed as ``measure_module`` (and so ``hwnas export``) times it: with the table's
-    backend settings, ``warmup`` untimed runs, then ``repeats`` consecutive timed runs, warm, as a
-    deployed model runs. To keep drift and background load from biasing one model against another,
-    ``chunk`` models are prepared (exported) before any is timed, and they are timed in ``passes``
-    passes, each in a freshly shuffled order; the median is over all ``passes × repeats`` samples.
-    A ``remote`` table is measured with the user's ``commands`` (``RemoteCommands``), never its own.
+    Each model is timed with the table's backend settings and the steady estimator
+    (``hwnas.profile.steady``), as ``measure_module`` (and so ``hwnas export``) times it. ``chunk``
+    models are prepared (exported) before any is timed; they are then timed side by side in
+    interleaved short rounds (``measure_side_by_side``: every round runs each model ``runs_per_round``
+    times, in a freshly shuffled order), so a state switch of the machine hits all models of a chunk
+    alike. Each stored entry holds the statistics over all timed runs, ``steady_ms`` (returned),
+    ``spread_pct`` and ``estimator``; stored ones are reused. A ``remote`` table is measured with the
+    user's ``commands`` (``RemoteCommands``), never its own.
+
+    Args:
+        settings: The estimator settings; None: ``whole_model_settings(repeats, warmup, passes)``.
+            They must be the store's (``MeasurementStore.steady``).
+
+    Raises:
+        ValueError: when the settings differ from the store's (a programming error).
     """
     import tempfile
 
@@ -83,22 +126,23 @@ def measure_archs(space, archs: Sequence[dict[str, Any]], *, table: LatencyTable
     from hwnas.profile.measure import make_backend
     from hwnas.space import build_model
 
-    if passes < 1 or chunk < 1:
-        raise InputError(f"passes and chunk must be >= 1, got {passes} and {chunk}.")
+    if chunk < 1:
+        raise InputError(f"chunk must be >= 1, got {chunk}.")
+    steady = settings or whole_model_settings(repeats=repeats, warmup=warmup, passes=passes)
+    if steady != store.steady:
+        raise ValueError(f"measure_archs: estimator settings {steady} differ from the store's {store.steady}")
     config = BackendConfig.from_header(table.device, commands=commands, origin=f"latency table {table.path}")
     keys = [arch_id(space, a) for a in archs]
     first: dict[str, int] = {}  # key → index of its first arch
     for i, k in enumerate(keys):
         first.setdefault(k, i)
     pending = [i for k, i in first.items() if store.get(k) is None]
-    rng = np.random.default_rng(seed)
     bar = tqdm(total=len(pending), desc=desc, unit="arch", file=sys.stderr, disable=not progress, leave=False)
     backend = make_backend(config) if pending else None
     try:
-        for start in range(0, len(pending), chunk):
+        for n, start in enumerate(range(0, len(pending), chunk)):
             part = pending[start:start + chunk]
             runners = {}
-            samples: dict[str, list[float]] = {}
             with tempfile.TemporaryDirectory() as tmp:
                 try:
                     for i in part:  # prepare (export) everything before timing anything
@@ -107,24 +151,16 @@ def measure_archs(space, archs: Sequence[dict[str, Any]], *, table: LatencyTable
                         r = archs[i]["resolution"]
                         runners[keys[i]] = backend.prepare(model, (config.batch, 3, r, r), workdir=Path(tmp),
                                                            name=f"arch{i}")
-                        samples[keys[i]] = []
-                    order = list(runners)
-                    with backend.timing_context():
-                        for _ in range(passes):
-                            rng.shuffle(order)
-                            for k in order:
-                                for _ in range(warmup):
-                                    runners[k].run_once()
-                                samples[k] += [runners[k].run_once() for _ in range(repeats)]  # ms
+                    result = measure_side_by_side(runners, backend=backend, settings=steady, seed=seed + n)
                 finally:
                     for runner in runners.values():
                         runner.close()
-            for k, v in samples.items():
-                store.put(k, entry_from_samples(v))
+            for k in runners:
+                store.put(k, result.entry(k))
             bar.update(len(part))
     finally:
         bar.close()
-    return [float(store.get(k)["median_ms"]) for k in keys]
+    return [float(store.get(k)["steady_ms"]) for k in keys]
 
 
 def default_repeats(table: LatencyTable) -> tuple[int, int]:
@@ -145,16 +181,80 @@ def check_measurable(table: LatencyTable, *, commands: Any, what: str = "measuri
     make_backend(BackendConfig.from_header(table.device, commands=commands, origin=f"{what}: latency table {table.path}"))
 
 
+@dataclass(frozen=True)
+class TableMeasure:
+    """``measure_archs`` on a table's device as a function of (archs, progress label) → steady ms
+    each (``hwnas.latency.validate.Measure``), and the spread of what it measured (``spreads``)."""
+
+    space: Any
+    table: LatencyTable
+    store: MeasurementStore
+    repeats: int
+    warmup: int
+    seed: int
+    commands: Any = None
+    progress: bool = True
+
+    def __call__(self, archs: Sequence[dict[str, Any]], desc: str) -> list[float]:
+        return measure_archs(self.space, archs, table=self.table, store=self.store, repeats=self.repeats,
+                             warmup=self.warmup, commands=self.commands, seed=self.seed, desc=desc,
+                             progress=self.progress, settings=self.store.steady)
+
+    def spreads(self, archs: Sequence[dict[str, Any]]) -> list[float | None]:
+        """The stored spread (%, ``spread_pct``) of each measured architecture (None: not measured)."""
+        out: list[float | None] = []
+        for a in archs:
+            e = self.store.get(arch_id(self.space, a))
+            out.append(None if e is None or e.get("spread_pct") is None else float(e["spread_pct"]))
+        return out
+
+
 def table_measure(space, *, table: LatencyTable, store: MeasurementStore, repeats: int, warmup: int, seed: int,
-                  commands: Any = None, progress: bool = True) -> Callable[[Sequence[dict[str, Any]], str], list[float]]:
+                  commands: Any = None, progress: bool = True) -> TableMeasure:
     """``measure_archs`` on the table's device as a function of (archs, progress label), for
-    ``hwnas.latency.validate.validate`` and ``calibrate``; checks now that the device can be measured
-    (a ``remote`` table only with the user's ``commands``, ``RemoteCommands``)."""
+    ``hwnas.latency.validate.validate`` and ``calibrate``, with the store's estimator settings;
+    checks now that the device can be measured (a ``remote`` table only with the user's
+    ``commands``, ``RemoteCommands``)."""
     check_measurable(table, commands=commands)
+    return TableMeasure(space=space, table=table, store=store, repeats=repeats, warmup=warmup, seed=seed,
+                        commands=commands, progress=progress)
 
-    def measure(archs: Sequence[dict[str, Any]], desc: str) -> list[float]:
-        return measure_archs(space, archs, table=table, store=store, repeats=repeats, warmup=warmup,
-                             commands=commands, seed=seed, desc=desc, progress=progress)
 
-    return measure
+def measure_archs_side_by_side(space: Any, archs: Mapping[str, dict[str, Any]], *, config: Any,
+                               settings: SteadySettings, reference: str | None = None, seed: int = 0,
+                               workdir: Any = None) -> SideBySide:
+    """Builds, prepares (exports) and times architectures side by side on one backend.
 
+    Weights do not change the latency, so each model is built with seeded random weights.
+
+    Args:
+        space: The ``SearchSpace`` of the architectures.
+        archs: Architecture JSON by candidate name (e.g. ``{"cand0": ..., "ref": ...}``).
+        config: The ``BackendConfig`` to measure with (``BackendConfig.from_header`` of the table,
+            with the user's commands for a ``remote`` device).
+        settings: The estimator settings.
+        reference: The name in ``archs`` that the others are compared with.
+        seed: Seeds the round orders.
+        workdir: Folder for the exported files (a temporary one by default).
+    """
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from hwnas.profile.measure import make_backend
+    from hwnas.space import build_model
+
+    backend = make_backend(config)
+    runners: dict[str, Runner] = {}
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        try:
+            for i, (name, arch) in enumerate(archs.items()):
+                torch.manual_seed(0)
+                model = build_model(space.resolve(arch))
+                r = int(arch["resolution"])
+                runners[name] = backend.prepare(model, (config.batch, 3, r, r), workdir=Path(tmp), name=f"m{i}")
+            return measure_side_by_side(runners, backend=backend, settings=settings, reference=reference, seed=seed)
+        finally:
+            for runner in runners.values():
+                runner.close()

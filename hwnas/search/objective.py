@@ -7,6 +7,12 @@
 * ProxylessNAS latency losses (Cai et al. 2019, Sec. 3.3 and the reference implementation):
   multiplicative ``α · CE · (log E[LAT] / log T)^β`` (latencies in units of T / 80, see
   ``proxyless_mul_factor``) and additive ``CE + λ · E[LAT] / T``.
+* Budget-targeting forms, which pull the latency TO the budget from either side: LightNAS (Luo et
+  al., DAC 2022; its latency-constrained loss) ``CE + λ · (E[LAT] / T − 1)`` with λ learned by dual
+  ascent (``hwnas.search.dual_ascent``); TF-NAS (Hu et al., ECCV 2020; its latency constraint)
+  ``CE + λ · |E[LAT] / T − 1|`` with a fixed λ; TuNAS's absolute reward (Bender et al., CVPR 2020;
+  its "absolute reward function") ``Q + β · |LAT / T − 1|``, β = −0.10 in its code, for RL
+  controllers. (These three papers are not in ``shared/papers``; the forms are as the papers state them.)
 """
 
 from __future__ import annotations
@@ -156,3 +162,58 @@ def proxyless_add_loss(ce: torch.Tensor, expected_latency: torch.Tensor, target:
     if not target > 0:
         raise InputError(f"the additive loss needs a positive target, got {target!r}.")
     return ce + lam * expected_latency / target
+
+
+#: TuNAS's default β of the absolute reward (Bender et al. 2020, its released code).
+TUNAS_BETA = -0.10
+
+
+def lightnas_loss(ce: torch.Tensor, expected_latency: torch.Tensor, target: float, *, lam: float) -> torch.Tensor:
+    """``CE + λ · (E[LAT] / T − 1)`` (LightNAS, Luo et al., DAC 2022: the latency-constrained loss).
+
+    λ is the Lagrange multiplier of the equality constraint ``LAT = T``, updated by dual ascent
+    (``hwnas.search.dual_ascent.DualAscent``), so it may be negative: then the term pulls E[LAT] UP
+    towards T, which is how the search lands just under the budget instead of far below it.
+
+    Args:
+        ce: Task loss, 0-d tensor.
+        expected_latency: E[LAT], ms, 0-d tensor (differentiable in α).
+        target: The latency the term aims at, ms (> 0).
+        lam: The current multiplier λ (any sign).
+    """
+    if not target > 0:
+        raise InputError(f"the budget-targeting loss needs a positive target, got {target!r}.")
+    return ce + lam * (expected_latency / target - 1.0)
+
+
+def tfnas_loss(ce: torch.Tensor, expected_latency: torch.Tensor, target: float, *, lam: float = 0.1) -> torch.Tensor:
+    """``CE + λ · |E[LAT] / T − 1|`` (TF-NAS, Hu et al., ECCV 2020: its latency constraint; λ = 0.1).
+
+    The gradient pushes E[LAT] down above T and up below it, with constant strength λ / T.
+    """
+    if not target > 0:
+        raise InputError(f"the TF-NAS loss needs a positive target, got {target!r}.")
+    return ce + lam * torch.abs(expected_latency / target - 1.0)
+
+
+def tunas_reward(quality: Any, lat: Any, target: float, *, beta: float = TUNAS_BETA) -> Any:
+    """TuNAS's absolute reward ``Q + β · |LAT / T − 1|`` (Bender et al., CVPR 2020: the "absolute reward function").
+
+    Unlike MnasNet's soft reward (whose ranking does not depend on T, see ``mnasnet_reward``), it
+    peaks at LAT = T and falls linearly on both sides: with β = −0.1 a model 10 % off the budget
+    loses 0.01 of accuracy. Example: Q = 0.9, LAT = 1.1, T = 1.0 → 0.9 − 0.1 · 0.1 = 0.89.
+
+    Args:
+        quality: Accuracy Q (fraction), scalar or array.
+        lat: Latency, same unit as ``target``; scalar or array (broadcast with ``quality``).
+        target: Target latency T, > 0.
+        beta: β ≤ 0 (−0.10 in TuNAS's code).
+
+    Returns:
+        A float for scalar inputs, else an array of the broadcast shape.
+    """
+    if not (target > 0 and math.isfinite(target)):
+        raise InputError(f"latency target T must be a positive number, got {target!r}.")
+    q, lat = np.asarray(quality, dtype=np.float64), np.asarray(lat, dtype=np.float64)
+    out = q + beta * np.abs(lat / target - 1.0)
+    return float(out) if out.ndim == 0 else out

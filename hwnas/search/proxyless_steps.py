@@ -7,7 +7,7 @@ see its docstring for the method (Cai et al., ICLR 2019, Sec. 3.2-3.3, Eq. 3, 4 
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -15,14 +15,16 @@ import torch
 
 from hwnas.errors import InputError
 from hwnas.search.dnas import ArchParams
-from hwnas.search.objective import (Constraints, mnasnet_reward, proxyless_add_loss, proxyless_mul_factor,
-                                    proxyless_mul_loss)
+from hwnas.search.dual_ascent import TARGET_FORMS, BudgetTerm, DualAscentConfig
+from hwnas.search.objective import (TUNAS_BETA, Constraints, mnasnet_reward, proxyless_add_loss,
+                                    proxyless_mul_factor, proxyless_mul_loss, tunas_reward)
 from hwnas.supernet import (SuperNet, TwoPaths, binary_connect_grad, gated_forward, log_prob, one_hot_gates,
                             pair_probs, rescale_pair, sample_path, sample_two_paths)
 from hwnas.train import classification_loss
 
 MODES = ("gradient", "reinforce")
-LOSSES = ("mul", "add")
+LOSSES = ("target", "tfnas", "mul", "add")
+RL_REWARDS = ("absolute", "mnasnet")
 
 
 @dataclass(frozen=True)
@@ -31,10 +33,14 @@ class ProxylessConfig:
 
     Attributes:
         mode: ``gradient`` (binary gates, BinaryConnect, two-path) or ``reinforce``.
-        loss: ``mul`` (α·CE·(log E[LAT]/log T)^β) or ``add`` (CE + λ·E[LAT]/T).
+        loss: ``target`` (LightNAS: CE + λ·(E[LAT]/T_eff − 1), λ by dual ascent; the default),
+            ``tfnas`` (CE + λ·|E[LAT]/T_eff − 1|, λ = ``lam``), ``mul`` (the paper's
+            α·CE·(log E[LAT]/log T)^β) or ``add`` (the paper's CE + λ·E[LAT]/T).
         alpha: α of the multiplicative loss (0.2).
         beta: β of the multiplicative loss (0.3).
-        lam: λ of the additive loss (0.1).
+        lam: λ of the additive and the tfnas losses (0.1).
+        dual: λ0, η and margin (T_eff = margin·T) of the ``target`` form; the margin also sets
+            T_eff of ``tfnas`` and of the absolute reward (``hwnas.search.dual_ascent``).
         flops_weight: Exponent (mul) or weight (add, reinforce) of the FLOPs penalty against
             ``--flops-max``; 0 = off.
         params_weight: The same against ``--params-max``.
@@ -42,6 +48,9 @@ class ProxylessConfig:
         warmup_epochs: Weight-only epochs before α moves (None: a quarter of ``--epochs``, as the
             reference's 40 warm-up epochs of 160).
         rl_samples: REINFORCE: paths sampled per architecture step (10).
+        rl_reward: REINFORCE: ``absolute`` (TuNAS, ACC + β·|LAT/T_eff − 1|; the default) or
+            ``mnasnet`` (ACC · (LAT / T)^(−w), the reference's form).
+        rl_beta: REINFORCE: β of the absolute reward (−0.10, TuNAS's code).
         rl_tradeoff: REINFORCE: w in ACC · (LAT / T)^(−w) (0.1, the reference's ``acc·(T/LAT)^0.1``).
         rl_over_tradeoff: REINFORCE: the exponent above T (None: ``rl_tradeoff``). With equal
             exponents T only rescales the reward and so does not steer the search (MnasNet Sec. 3);
@@ -52,15 +61,18 @@ class ProxylessConfig:
     """
 
     mode: str = "gradient"
-    loss: str = "mul"
+    loss: str = "target"
     alpha: float = 0.2
     beta: float = 0.3
     lam: float = 0.1
+    dual: DualAscentConfig = field(default_factory=DualAscentConfig)
     flops_weight: float = 0.0
     params_weight: float = 0.0
     arch_lr: float = 1e-3
     warmup_epochs: int | None = None
     rl_samples: int = 10
+    rl_reward: str = "absolute"
+    rl_beta: float = TUNAS_BETA
     rl_tradeoff: float = 0.1
     rl_over_tradeoff: float | None = None
     rl_baseline_decay: float = 0.9
@@ -71,10 +83,13 @@ class ProxylessConfig:
             raise InputError(f"--proxyless-mode must be one of {', '.join(MODES)}, got {self.mode!r}.")
         if self.loss not in LOSSES:
             raise InputError(f"--proxyless-loss must be one of {', '.join(LOSSES)}, got {self.loss!r}.")
+        if self.rl_reward not in RL_REWARDS:
+            raise InputError(f"--proxyless-rl-reward must be one of {', '.join(RL_REWARDS)}, got {self.rl_reward!r}.")
         checks = [("--proxyless-alpha", self.alpha > 0), ("--proxyless-beta", self.beta >= 0),
                   ("--proxyless-lambda", self.lam >= 0), ("--proxyless-flops-weight", self.flops_weight >= 0),
                   ("--proxyless-params-weight", self.params_weight >= 0), ("--proxyless-arch-lr", self.arch_lr > 0),
-                  ("--proxyless-rl-samples", self.rl_samples >= 1), ("--proxyless-rl-tradeoff", self.rl_tradeoff >= 0),
+                  ("--proxyless-rl-samples", self.rl_samples >= 1), ("--proxyless-rl-beta", self.rl_beta <= 0),
+                  ("--proxyless-rl-tradeoff", self.rl_tradeoff >= 0),
                   ("--proxyless-rl-over-tradeoff", self.rl_over_tradeoff is None or self.rl_over_tradeoff >= 0),
                   ("--proxyless-rl-baseline-decay", 0 <= self.rl_baseline_decay < 1),
                   ("--proxyless-samples", self.samples >= 0),
@@ -89,13 +104,16 @@ class ProxylessConfig:
         g.add_argument("--proxyless-mode", choices=MODES, default=cls.mode,
                        help="gradient: binary gates + BinaryConnect (two-path); reinforce: policy gradient")
         g.add_argument("--proxyless-loss", choices=LOSSES, default=cls.loss,
-                       help="mul: alpha*CE*(log E[LAT]/log T)^beta; add: CE + lambda*E[LAT]/T")
+                       help="target (default; LightNAS): CE + lambda*(E[LAT]/T_eff - 1), lambda by dual ascent on "
+                            "the argmax arch's latency; tfnas (TF-NAS): CE + lambda*|E[LAT]/T_eff - 1|; the paper's "
+                            "mul: alpha*CE*(log E[LAT]/log T)^beta; add: CE + lambda*E[LAT]/T")
         g.add_argument("--proxyless-alpha", type=float, metavar="A", default=cls.alpha,
                        help="alpha of the mul loss (0.2)")
         g.add_argument("--proxyless-beta", type=float, metavar="B", default=cls.beta,
                        help="beta of the mul loss (0.3)")
         g.add_argument("--proxyless-lambda", type=float, metavar="L", default=cls.lam,
-                       help="lambda of the add loss (0.1)")
+                       help="fixed lambda of the add and tfnas losses (0.1)")
+        DualAscentConfig.add_arguments(g, prefix="--proxyless")
         g.add_argument("--proxyless-flops-weight", type=float, metavar="W", default=cls.flops_weight,
                        help="FLOPs penalty against --flops-max: exponent (mul) or weight (add, reinforce); 0 = off")
         g.add_argument("--proxyless-params-weight", type=float, metavar="W", default=cls.params_weight,
@@ -106,8 +124,13 @@ class ProxylessConfig:
                        help="weight-only epochs before alpha moves (default: a quarter of --epochs)")
         g.add_argument("--proxyless-rl-samples", type=int, metavar="K", default=cls.rl_samples,
                        help="reinforce: paths per architecture step (10)")
+        g.add_argument("--proxyless-rl-reward", choices=RL_REWARDS, default=cls.rl_reward,
+                       help="reinforce: absolute (default; TuNAS): ACC + beta*|LAT/T_eff - 1|; "
+                            "mnasnet (the paper's): ACC*(LAT/T)^-w")
+        g.add_argument("--proxyless-rl-beta", type=float, metavar="B", default=cls.rl_beta,
+                       help=f"reinforce: beta of the absolute reward ({cls.rl_beta:g}, TuNAS)")
         g.add_argument("--proxyless-rl-tradeoff", type=float, metavar="W", default=cls.rl_tradeoff,
-                       help="reinforce: w in reward ACC*(LAT/T)^-w (0.1)")
+                       help="reinforce, mnasnet reward: w in ACC*(LAT/T)^-w (0.1)")
         g.add_argument("--proxyless-rl-over-tradeoff", type=float, metavar="W", default=None,
                        help="reinforce: exponent above T (default: --proxyless-rl-tradeoff; 1 = MnasNet-style hard)")
         g.add_argument("--proxyless-rl-baseline-decay", type=float, metavar="D", default=cls.rl_baseline_decay,
@@ -118,9 +141,12 @@ class ProxylessConfig:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "ProxylessConfig":
         return cls(mode=args.proxyless_mode, loss=args.proxyless_loss, alpha=args.proxyless_alpha,
-                   beta=args.proxyless_beta, lam=args.proxyless_lambda, flops_weight=args.proxyless_flops_weight,
+                   beta=args.proxyless_beta, lam=args.proxyless_lambda,
+                   dual=DualAscentConfig.from_args(args, prefix="--proxyless"),
+                   flops_weight=args.proxyless_flops_weight,
                    params_weight=args.proxyless_params_weight, arch_lr=args.proxyless_arch_lr,
                    warmup_epochs=args.proxyless_warmup_epochs, rl_samples=args.proxyless_rl_samples,
+                   rl_reward=args.proxyless_rl_reward, rl_beta=args.proxyless_rl_beta,
                    rl_tradeoff=args.proxyless_rl_tradeoff,
                    rl_over_tradeoff=args.proxyless_rl_over_tradeoff, rl_baseline_decay=args.proxyless_rl_baseline_decay,
                    samples=args.proxyless_samples)
@@ -136,12 +162,18 @@ class ArchObjective:
         config: Settings (loss form and weights).
         predictor: A ``hwnas.latency.batch.BatchPredictor`` (exact expected costs, discrete costs).
         constraints: T (latency budget, ms) and the optional FLOPs / params targets.
+        term_state: The checkpointed state of the ``target`` / ``tfnas`` term (λ), or ``None``.
+
+    Attributes:
+        term: The budget-targeting term (``hwnas.search.dual_ascent.BudgetTerm``) of the ``target``
+            and ``tfnas`` losses, else ``None``.
 
     Raises:
         InputError: when a FLOPs / params penalty is on without its target.
     """
 
-    def __init__(self, *, config: ProxylessConfig, predictor: Any, constraints: Constraints) -> None:
+    def __init__(self, *, config: ProxylessConfig, predictor: Any, constraints: Constraints,
+                 term_state: dict[str, Any] | None = None) -> None:
         if config.flops_weight > 0 and constraints.flops_max is None:
             raise InputError("--proxyless-flops-weight needs --flops-max (the FLOPs target of the penalty).")
         if config.params_weight > 0 and constraints.params_max is None:
@@ -149,6 +181,8 @@ class ArchObjective:
         self.config, self.predictor = config, predictor
         self.target = float(constraints.latency_ms)
         self.flops_max, self.params_max = constraints.flops_max, constraints.params_max
+        self.term = (BudgetTerm(form=config.loss, budget=self.target, config=config.dual, fixed_lambda=config.lam,
+                                state=term_state) if config.loss in TARGET_FORMS else None)
 
     def loss(self, ce: torch.Tensor, probs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss of an architecture step and its parts.
@@ -170,14 +204,20 @@ class ArchObjective:
             for value, target, weight in extra:
                 loss = loss * proxyless_mul_factor(value, target, beta=weight)
         else:
-            loss = proxyless_add_loss(ce, lat, self.target, lam=c.lam)
+            loss = (self.term.loss(ce, lat) if self.term is not None
+                    else proxyless_add_loss(ce, lat, self.target, lam=c.lam))
             for value, target, weight in extra:
                 loss = loss + weight * value / target
-        return loss, {"expected_latency_ms": float(lat.detach())}
+        parts = {"expected_latency_ms": float(lat.detach())}
+        if self.term is not None:
+            parts["lambda"] = self.term.lam
+        return loss, parts
 
     def reward(self, acc: np.ndarray, indices: np.ndarray) -> np.ndarray:
-        """REINFORCE reward of sampled paths: ``ACC · (LAT/T)^(−w)``, w = ``rl_tradeoff`` up to T and
-        ``rl_over_tradeoff`` above (times the FLOPs / params factors of the same form).
+        """REINFORCE reward of sampled paths (times the FLOPs / params factors ``(F/F_max)^(−w)``).
+
+        ``absolute`` (TuNAS): ``ACC + β · |LAT / T_eff − 1|``, T_eff = margin · T; ``mnasnet``:
+        ``ACC · (LAT/T)^(−w)``, w = ``rl_tradeoff`` up to T and ``rl_over_tradeoff`` above.
 
         Args:
             acc: Accuracy of each path on the arch batch, shape (K,).
@@ -185,8 +225,11 @@ class ArchObjective:
         """
         c = self.config
         over = c.rl_tradeoff if c.rl_over_tradeoff is None else c.rl_over_tradeoff
-        r = np.asarray(mnasnet_reward(acc, self.predictor.latency(indices), self.target, alpha=-c.rl_tradeoff,
-                                      beta=-over))
+        lat = self.predictor.latency(indices)  # predicted ms, (K,)
+        if c.rl_reward == "absolute":
+            r = np.asarray(tunas_reward(acc, lat, c.dual.margin * self.target, beta=c.rl_beta))
+        else:
+            r = np.asarray(mnasnet_reward(acc, lat, self.target, alpha=-c.rl_tradeoff, beta=-over))
         if c.flops_weight > 0:
             r = r * np.asarray(mnasnet_reward(1.0, self.predictor.flops(indices), float(self.flops_max),
                                               alpha=-c.flops_weight, beta=-c.flops_weight))
@@ -198,7 +241,7 @@ class ArchObjective:
 
 class ProxylessSteps:
     """The weight- and architecture-step callbacks of ``alternate`` and the state they carry
-    (the pair sampled by the last two-path step, the REINFORCE baseline)."""
+    (the pair sampled by the last two-path step, the REINFORCE baseline, the dual-ascent λ)."""
 
     def __init__(self, *, cfg: ProxylessConfig, supernet: SuperNet, arch: ArchParams, objective: ArchObjective,
                  state: dict[str, Any] | None) -> None:
@@ -206,9 +249,13 @@ class ProxylessSteps:
         self.num_options = [int(a.numel()) for a in arch.alphas]
         self.baseline: float | None = None if not state else state.get("baseline")
         self._pending: tuple[TwoPaths, list[torch.Tensor]] | None = None
+        self.term = objective.term if cfg.mode == "gradient" else None
 
     def state(self) -> dict[str, Any]:
-        return {"baseline": self.baseline}
+        out: dict[str, Any] = {"baseline": self.baseline}
+        if self.term is not None:
+            out["budget_term"] = self.term.state()
+        return out
 
     def weight_step(self, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, step: int) -> dict[str, float]:
         """One path sampled from softmax(α) (binary gates, Eq. 3); CE; backward into the weights."""
@@ -246,17 +293,23 @@ class ProxylessSteps:
         self._pending = (paths, [a.detach().clone() for a in alphas])
         with torch.no_grad():
             e_lat = float(self.objective.predictor.expected_latency(self.arch.probs()))
-        return {"loss": float(loss.detach()), "ce": float(ce.detach()),
-                "acc": float((logits.argmax(1) == y).float().mean()), "expected_latency_ms": e_lat}
+        out = {"loss": float(loss.detach()), "ce": float(ce.detach()),
+               "acc": float((logits.argmax(1) == y).float().mean()), "expected_latency_ms": e_lat}
+        if self.term is not None:
+            out["lambda"], out["coefficient"] = self.term.lam, self.term.coefficient  # what this step used
+        return out
 
     def after_arch_step(self, step: int) -> None:
-        """Rescales the two updated entries of every decision (Sec. 3.2.1)."""
-        if self._pending is None:
-            return
-        paths, old = self._pending
-        for d, a in enumerate(self.arch.alphas):
-            rescale_pair(a.data, old[d], paths.pair(d))
-        self._pending = None
+        """Rescales the two updated entries of every decision (Sec. 3.2.1), then the dual-ascent
+        update of λ on the new argmax architecture's predicted latency (``target`` loss)."""
+        if self._pending is not None:
+            paths, old = self._pending
+            for d, a in enumerate(self.arch.alphas):
+                rescale_pair(a.data, old[d], paths.pair(d))
+            self._pending = None
+        if self.term is not None:
+            derived = self.arch.derive()
+            self.term.update(float(self.objective.predictor.latency(derived[None])[0]), derived)
 
     def arch_reinforce(self, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, step: int) -> dict[str, float]:
         """REINFORCE: K sampled paths scored on the arch batch, ∇α = mean (R − b) ∇ log p(path)."""

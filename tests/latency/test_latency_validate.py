@@ -70,6 +70,14 @@ def test_validate_end_to_end_and_resume(toy_table, tmp_path):
     assert not {tuple(r["indices"]) for r in rows} & {tuple(i) for i in cal.fit["indices"]}
     stored = json.loads(meas.read_text())
     assert len(stored["entries"]) == 6
+    # measured = the steady estimator's figure (3 x 5 runs -> 3 rounds of 5), with its spread
+    assert data["measured"] == "steady" and data["estimator"]["name"] == "steady/q25-of-round-medians"
+    assert (data["estimator"]["rounds"], data["estimator"]["runs_per_round"]) == (3, 5)
+    assert stored["settings"]["estimator"] == data["estimator"] and stored["format"] == "hwnas.e2e_measurements/2"
+    assert data["median_spread_pct"] >= 0 and data["max_spread_pct"] >= data["median_spread_pct"]
+    for r in rows:
+        e = next(e for e in stored["entries"].values() if e["steady_ms"] == r["measured_ms"])
+        assert r["spread_pct"] == e["spread_pct"]
     # resumed: nothing is measured again, the same numbers come back
     resumed = cli_json(*args)
     assert [r["measured_ms"] for r in resumed["archs"]] == [r["measured_ms"] for r in rows]
@@ -83,6 +91,7 @@ def test_calibrate_writes_next_to_table_and_predict_uses_it(toy_table, tmp_path)
                     "--repeats", "5", "--warmup", "1")
     cal_file = calibration_path(table)
     assert data["out"] == str(cal_file) and data["n"] == 3
+    assert data["estimator"]["name"] == "steady/q25-of-round-medians" and data["median_spread_pct"] >= 0
     cal = Calibration.load(cal_file, table=LatencyTable.load(table))
     arch = tmp_path / "a.json"
     arch.write_text(json.dumps({"space": "toy", "resolution": 8, "choices": {"l1": "k5", "l2": "k3", "l3": "skip"}}))
@@ -115,3 +124,11 @@ def test_validate_bad_input(tmp_path, capsys):
     imported.save(t)
     assert main(["latency", "validate", "--table", str(t), "--space", str(TOY_SPACE), "--samples", "2"]) == 2
     assert "imported" in capsys.readouterr().err
+    # a measurements file of the older estimator (one median of all runs) is refused, naming it
+    hand_table().save(t)
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"format": "hwnas.e2e_measurements/1", "settings": {}, "entries": {}}))
+    assert main(["latency", "validate", "--table", str(t), "--space", str(TOY_SPACE), "--samples", "2",
+                 "--measurements", str(old)]) == 2
+    err = capsys.readouterr().err
+    assert "measurements file" in err and "before the steady estimator" in err

@@ -10,13 +10,14 @@ from hwnas.errors import InputError
 from hwnas.latency.table import LatencyTable
 from hwnas.profile.backend import BackendConfig
 from hwnas.profile.measure import measure_module, measure_onnx_file
+from hwnas.profile.steady import ESTIMATOR
 from hwnas.profile.onnx_io import export_onnx
 from hwnas.profile.torch_cpu import torch_threads
 from hwnas.space.blocks import op_key
 from hwnas.space.loader import load_space
 from tests.conftest import TOY_SPACE, cli_json, run_cli
 
-ENTRY_FIELDS = {"median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms", "count"}
+ENTRY_FIELDS = {"median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms", "count", "steady_ms", "spread_pct"}
 
 
 def _check_table(path, *, backend, repeats):
@@ -26,6 +27,7 @@ def _check_table(path, *, backend, repeats):
     for e in table.entries.values():
         assert set(e) == ENTRY_FIELDS and e["count"] == repeats
         assert 0 < e["p10_ms"] <= e["median_ms"] <= e["p90_ms"] < 1000
+        assert 0 < e["steady_ms"] <= e["p90_ms"] and e["spread_pct"] >= 0
     d = table.device
     assert d["backend"] == backend and d["threads"] == 1 and d["batch"] == 1 and d["dtype"] == "float32"
     assert d["resolution"] == 8 and d["spaces"] == ["toy"] and d["host"] and d["processor"]
@@ -46,8 +48,9 @@ def test_ort_cpu_profile_cli_and_prediction_from_the_table(tmp_path):
     e = table.entries
     k3 = "expanded_conv-input:8x8x8-output:8x8x8-expand:16-kernel:3-stride:1-idskip:1-se:0-hs:0"
     k5 = k3.replace("kernel:3", "kernel:5")
-    want = e["Conv-input:8x8x3-output:8x8x8"]["median_ms"] + 2 * e[k5]["median_ms"] + e[k3]["median_ms"] \
-        + e["Logits-input:8x8x8-output:4"]["median_ms"]
+    # the latency model sums the steady figures
+    want = e["Conv-input:8x8x3-output:8x8x8"]["steady_ms"] + 2 * e[k5]["steady_ms"] + e[k3]["steady_ms"] \
+        + e["Logits-input:8x8x8-output:4"]["steady_ms"]
     assert total == pytest.approx(want)
 
 
@@ -76,7 +79,7 @@ def test_cuda_measures_for_real(dtype):
     conv = torch.nn.Conv2d(64, 64, 3, padding=1)
     e = measure_module(conv, input_shape=(1, 64, 56, 56), config=BackendConfig(backend="cuda", dtype=dtype),
                        repeats=20, warmup=5)
-    assert e["count"] == 20 and 0 < e["median_ms"] < 50
+    assert e["count"] == 20 * e["attempts"] and 0 < e["steady_ms"] < 50
     assert next(conv.parameters()).device.type == "cpu"  # the caller's module is left where it was
 
 
@@ -96,11 +99,15 @@ def test_measure_module_and_onnx_file_agree_on_a_real_conv(tmp_path):
     e_mod = measure_module(conv, input_shape=shape, config=cfg, repeats=15, warmup=3)
     path = export_onnx(conv, shape, tmp_path / "conv.onnx")
     e_file = measure_onnx_file(path, input_shape=shape, config=cfg, repeats=15, warmup=3)
-    assert e_mod["count"] == e_file["count"] == 15
+    # 15 runs = 3 rounds of 5; an unstable machine (spread > 15 %) adds one more attempt
+    assert e_mod["count"] == 15 * e_mod["attempts"] and e_file["count"] == 15 * e_file["attempts"]
+    for e in (e_mod, e_file):  # the table-entry statistics plus the steady estimator's fields
+        assert (e["rounds"], e["runs_per_round"]) == (3 * e["attempts"], 5) and e["estimator"] == ESTIMATOR
+        assert 0 < e["steady_ms"] <= e["p90_ms"] and e["spread_pct"] >= 0
     # the same graph on the same backend: medians within a factor 2 even on a busy machine
     assert 0.5 < e_mod["median_ms"] / e_file["median_ms"] < 2.0
     e_torch = measure_module(conv, input_shape=shape, config=BackendConfig(backend="torch-cpu"), repeats=5, warmup=1)
-    assert e_torch["count"] == 5 and e_torch["median_ms"] > 0
+    assert e_torch["count"] == 5 * e_torch["attempts"] and e_torch["median_ms"] > 0
     with pytest.raises(InputError, match="cannot time an ONNX file"):
         measure_onnx_file(path, input_shape=shape, config=BackendConfig(backend="torch-cpu"))
     with pytest.raises(InputError, match="does not exist"):

@@ -105,12 +105,17 @@ def test_profile_covers_every_block_and_records_the_scope(tmp_path):
     # width x2 of 8 channels = 16: the searchable blocks' input has 16 channels -> 1.6 ms each
     k3 = "expanded_conv-input:16x16x16-output:16x16x16-expand:32-kernel:3-stride:1-idskip:1-se:0-hs:0"
     assert table.entries[k3] == {"median_ms": pytest.approx(1.6), "mean_ms": pytest.approx(1.6), "std_ms": pytest.approx(0.0, abs=1e-12),
-                                 "p10_ms": pytest.approx(1.6), "p90_ms": pytest.approx(1.6), "count": 3}
+                                 "p10_ms": pytest.approx(1.6), "p90_ms": pytest.approx(1.6), "count": 3,
+                                 "steady_ms": pytest.approx(1.6), "spread_pct": pytest.approx(0.0, abs=1e-9)}
     assert table.entries["Conv-input:16x16x3-output:16x16x16"]["median_ms"] == pytest.approx(0.3)
     d = table.device
     assert (d["backend"], d["resolution"], d["width_mult"], d["num_classes"], d["spaces"]) == \
         ("test-scripted", 16, 2.0, 7, ["toy"])
     assert d["repeats"] == 3 and d["warmup"] == 1 and d["processor"] == "scripted" and "versions" in d
+    # the entries' steady figure: 3 samples = 1 round of 3 (the largest divisor of 3 up to 5), q25
+    assert d["stat"] == "steady" and d["estimator"] == {"name": "steady/q25-of-round-medians", "quantile": 0.25,
+                                                        "rounds": 1, "runs_per_round": 3,
+                                                        "samples": "interleaved single runs"}
     # every arch of the space is predictable from the table alone
     for preset in sp.presets:
         table.lookup_sum(sp.resolve(sp.preset(preset, resolution=16, width_mult=2.0, num_classes=7)))
@@ -177,3 +182,39 @@ def test_bad_settings_are_input_errors(tmp_path, field, value, message):
         profile_table([load_space(TOY_SPACE)], config=BackendConfig(backend="test-scripted"),
                       out=tmp_path / "t.json", settings=ProfileSettings(**{field: value}), progress=False)
     assert not Path(tmp_path / "t.json").exists()
+
+
+def test_entries_take_the_steady_figure_of_their_rounds(tmp_path):
+    """A block slow in half its rounds: steady_ms is the fast state, median_ms stays the plain median."""
+    from hwnas.latency.model import LatencyModel
+    from hwnas.profile.steady import group_rounds, steady_entry
+
+    samples = [1.0, 1.0, 1.4, 1.4, 1.0, 1.0, 1.4, 1.4]  # rounds of 2: medians 1.0, 1.4, 1.0, 1.4
+    e = steady_entry(group_rounds(samples, runs_per_round=2), quantile=0.25)
+    assert e["steady_ms"] == pytest.approx(1.0) and e["median_ms"] == pytest.approx(1.2)
+    # the latency model sums steady_ms where an entry has it, median_ms where not (older, imported tables)
+    table = LatencyTable(device={"backend": "test-scripted"}, entries={
+        "a": {"median_ms": 1.2, "steady_ms": 1.0}, "b": {"median_ms": 2.0}})
+    assert table.ms("a") == 1.0 and table.ms("b") == 2.0
+    assert LatencyModel.from_table(table).keys_ms(["a", "b"])[0] == [1.0, 2.0]
+    with pytest.raises(InputError, match=r"entries\['a'\].steady_ms must be a non-negative number"):
+        LatencyTable.from_json({"format": "hwnas.latency_table/1", "device": {"backend": "x"},
+                                "entries": {"a": {"median_ms": 1.0, "steady_ms": -1}}})
+    with pytest.raises(InputError, match="--runs-per-round must be an integer in"):
+        ProfileSettings(repeats=3, runs_per_round=4).validate()
+
+
+def test_profile_round_flags(tmp_path, capsys):
+    from hwnas.cli.main import main
+
+    out = str(tmp_path / "t.json")
+    assert main(["profile", "--space", str(TOY_SPACE), "--rounds", "0", "--out", out]) == 2
+    assert "--rounds must be an integer >= 1" in capsys.readouterr().err
+    assert main(["profile", "--space", str(TOY_SPACE), "--rounds", "2", "--repeats", "4", "--out", out]) == 2
+    assert "not both" in capsys.readouterr().err
+    # --rounds 2 --runs-per-round 3: 6 interleaved samples per block, 2 round medians
+    assert main(["profile", "--space", str(TOY_SPACE), "--backend", "test-scripted", "--rounds", "2",
+                 "--runs-per-round", "3", "--warmup", "0", "--out", out, "--json"]) == 0
+    d = LatencyTable.load(out).device
+    assert d["repeats"] == 6 and (d["estimator"]["rounds"], d["estimator"]["runs_per_round"]) == (2, 3)
+    assert json.loads(capsys.readouterr().out)["estimator"] == d["estimator"]

@@ -106,7 +106,7 @@ def test_flat_accuracy_without_latency_term_leaves_alpha_unchanged(toy):
 
 def test_reinforce_prefers_cheaper_paths_when_accuracy_is_flat(toy):
     space, predictor = toy
-    cfg = ProxylessConfig(mode="reinforce", rl_samples=4, rl_tradeoff=0.5)
+    cfg = ProxylessConfig(mode="reinforce", rl_reward="mnasnet", rl_samples=4, rl_tradeoff=0.5)
     arch = _run_arch_steps(space, predictor, cfg, steps=80, bias=[1.0, 0, 0, 0], labels=[0] * 8)  # acc = 1
     probs = arch.snapshot()
     for d, o in enumerate(_cheapest(predictor, space.num_options)):
@@ -182,7 +182,7 @@ def test_arch_step_moves_only_the_two_sampled_entries_and_keeps_unsampled_probab
 
 # ---- CLI ----------------------------------------------------------------------------------------
 
-COMMON = ["--strategy", "proxyless", "--data-limit", "128", "--epochs", "2", "--bn-batches", "1",
+COMMON = ["--strategy", "proxyless", "--proxyless-loss", "mul", "--data-limit", "128", "--epochs", "2", "--bn-batches", "1",
           "--proxyless-arch-lr", "0.05", "--proxyless-samples", "2", "--seed", "3"]
 
 
@@ -243,7 +243,8 @@ def test_cli_kill_and_resume_gives_the_same_result(full_run, tables, tmp_path):
 def test_cli_reinforce_on_ofa_mbv3_with_flops_penalty(tables, tmp_path):
     out = tmp_path / "rl"
     r = _search("--space", "ofa-mbv3", "--table", str(tables["ofa-mbv3"]), "--latency-ms", "1.0", "--out", str(out),
-                "--proxyless-mode", "reinforce", "--proxyless-rl-samples", "2", "--flops-max", "5e6",
+                "--proxyless-mode", "reinforce", "--proxyless-rl-reward", "mnasnet", "--proxyless-rl-samples", "2",
+                "--flops-max", "5e6",
                 "--proxyless-flops-weight", "0.1", "--epochs", "1", "--proxyless-warmup-epochs", "0")
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)

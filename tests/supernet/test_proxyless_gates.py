@@ -154,9 +154,9 @@ def test_reinforce_reward_soft_and_over_budget_exponents():
 
     paths = np.array([[0], [1], [3]])  # 1, 2 and 4 ms against T = 2 ms
     acc = np.array([0.5, 0.5, 0.8])
-    soft = ArchObjective(config=ProxylessConfig(mode="reinforce"), predictor=Lat(),
+    soft = ArchObjective(config=ProxylessConfig(mode="reinforce", rl_reward="mnasnet"), predictor=Lat(),
                          constraints=Constraints(latency_ms=2.0)).reward(acc, paths)
     assert soft.tolist() == pytest.approx([0.5 * 0.5**-0.1, 0.5, 0.8 * 2**-0.1])  # the reference's acc·(T/LAT)^0.1
-    hard = ArchObjective(config=ProxylessConfig(mode="reinforce", rl_over_tradeoff=1.0), predictor=Lat(),
+    hard = ArchObjective(config=ProxylessConfig(mode="reinforce", rl_reward="mnasnet", rl_over_tradeoff=1.0), predictor=Lat(),
                          constraints=Constraints(latency_ms=2.0)).reward(acc, paths)
     assert hard.tolist() == pytest.approx([0.5 * 0.5**-0.1, 0.5, 0.4])

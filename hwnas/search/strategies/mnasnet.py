@@ -17,6 +17,10 @@ space; the ``mnasnet`` factorized hierarchical space (Sec. 4.1) is its home.
   ``RUN/measurements.json`` and are reused on resume. A ``remote`` device is reached only with the
   user's ``--device-config`` (or ``--run-cmd``/``--parser``), never with commands from the table.
 * ``--epochs 0`` is accepted with ``--accuracy proxy`` only: no supernet is trained then.
+* Reward (``--mnas-reward``): ``soft`` (Eq. 2, α = β = −0.07; its ranking does not depend on T),
+  ``hard`` (Eq. 2, α = 0, β = −1) or ``absolute``: TuNAS's ``ACC + β·|LAT/T − 1|`` (Bender et al.,
+  CVPR 2020; β = −0.10 in its code, ``--mnas-abs-beta``), which peaks at T and so steers the
+  controller to models just under the budget as well as away from those over it.
 * FLOPs/params limits are hard: a model over them gets reward 0 and is not scored.
 
 The run keeps every sampled model (decisions, accuracy, latency, reward) in the history, checkpoints
@@ -37,7 +41,7 @@ import torch
 
 from hwnas.errors import InputError
 from hwnas.search.controller import ControllerConfig, controller_search
-from hwnas.search.objective import MNAS_REWARDS, mnasnet_reward
+from hwnas.search.objective import MNAS_REWARDS, TUNAS_BETA, mnasnet_reward, tunas_reward
 from hwnas.search.strategies.base import SearchContext, SearchResult, Strategy, register_strategy
 from hwnas.space import SearchSpace, build_model
 from hwnas.supernet import uniform_paths
@@ -49,6 +53,8 @@ if TYPE_CHECKING:
 
 #: Default controller learning rate with PPO: its several updates per batch move θ further per step.
 PPO_LR = 2e-3
+#: ``--mnas-reward`` choices: MnasNet's two settings of Eq. 2 and TuNAS's absolute reward.
+REWARDS = (*sorted(MNAS_REWARDS), "absolute")
 
 
 def proxy_accuracy(space: SearchSpace, arch: dict[str, Any], ds: Dataset, *, epochs: int, batch_size: int,
@@ -89,6 +95,8 @@ class MnasNet(Strategy):
         archs_per_step: Models sampled per step.
         alpha: Reward exponent when LAT ≤ T.
         beta: Reward exponent when LAT > T.
+        reward: ``exponent`` (Eq. 2 with ``alpha`` / ``beta``) or ``absolute`` (TuNAS).
+        abs_beta: β ≤ 0 of the absolute reward.
         accuracy: ``supernet`` or ``proxy``.
         proxy_epochs: Epochs of proxy training (``None``: ``--epochs``).
         latency: ``model`` or ``measured``.
@@ -100,7 +108,8 @@ class MnasNet(Strategy):
     """
 
     def __init__(self, *, controller: ControllerConfig, steps: int = 50, archs_per_step: int = 8,
-                 alpha: float = -0.07, beta: float = -0.07, accuracy: str = "supernet",
+                 alpha: float = -0.07, beta: float = -0.07, reward: str = "exponent",
+                 abs_beta: float = TUNAS_BETA, accuracy: str = "supernet",
                  proxy_epochs: int | None = None, latency: str = "model", measure_repeats: int | None = None,
                  measure_warmup: int | None = None, checkpoint_every: int = 1,
                  commands: RemoteCommands | None = None) -> None:
@@ -120,11 +129,14 @@ class MnasNet(Strategy):
             raise InputError(f"--mnas-checkpoint-every must be >= 1, got {checkpoint_every}.")
         if measure_warmup is not None and measure_warmup < 0:
             raise InputError(f"--mnas-measure-warmup must be >= 0, got {measure_warmup}.")
-        for name, v in (("--mnas-alpha", alpha), ("--mnas-beta", beta)):
+        if reward not in ("exponent", "absolute"):
+            raise InputError(f"--mnas-reward must be one of {', '.join(REWARDS)}, got {reward!r}.")
+        for name, v in (("--mnas-alpha", alpha), ("--mnas-beta", beta), ("--mnas-abs-beta", abs_beta)):
             if not np.isfinite(v) or v > 0:
                 raise InputError(f"{name} must be a finite number <= 0, got {v}.")
         self.controller, self.steps, self.archs_per_step = controller, steps, archs_per_step
         self.alpha, self.beta = float(alpha), float(beta)
+        self.reward, self.abs_beta = reward, float(abs_beta)
         self.accuracy, self.proxy_epochs, self.latency = accuracy, proxy_epochs, latency
         self.measure_repeats, self.measure_warmup = measure_repeats, measure_warmup
         self.commands = commands
@@ -142,8 +154,11 @@ class MnasNet(Strategy):
                        help="mnasnet: LAT(m) from the latency model, or measured on the table's device")
         g.add_argument("--mnas-steps", type=int, default=50, help="controller steps")
         g.add_argument("--mnas-archs-per-step", type=int, default=8, help="models sampled per controller step")
-        g.add_argument("--mnas-reward", choices=sorted(MNAS_REWARDS), default="soft",
-                       help="reward exponents: soft (alpha = beta = -0.07) or hard (alpha = 0, beta = -1)")
+        g.add_argument("--mnas-reward", choices=REWARDS, default="soft",
+                       help="reward: MnasNet Eq. 2 ACC*(LAT/T)^w with soft (alpha = beta = -0.07) or hard "
+                            "(alpha = 0, beta = -1) exponents, or absolute (TuNAS): ACC + beta*|LAT/T - 1|")
+        g.add_argument("--mnas-abs-beta", type=float, default=TUNAS_BETA,
+                       help=f"beta of the absolute reward ({TUNAS_BETA:g}, TuNAS's code)")
         g.add_argument("--mnas-alpha", type=float, default=None, help="reward exponent when LAT <= T (overrides)")
         g.add_argument("--mnas-beta", type=float, default=None, help="reward exponent when LAT > T (overrides)")
         g.add_argument("--mnas-lr", type=float, default=None,
@@ -169,7 +184,7 @@ class MnasNet(Strategy):
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "MnasNet":
-        alpha, beta = MNAS_REWARDS[args.mnas_reward]
+        alpha, beta = MNAS_REWARDS.get(args.mnas_reward, MNAS_REWARDS["soft"])
         commands = None
         if args.latency == "measured":  # before the run directory is written
             from hwnas.latency import LatencyTable
@@ -185,7 +200,9 @@ class MnasNet(Strategy):
                                       ppo=args.mnas_ppo, ppo_clip=args.mnas_ppo_clip, ppo_epochs=args.mnas_ppo_epochs)
         return cls(controller=controller, steps=args.mnas_steps, archs_per_step=args.mnas_archs_per_step,
                    alpha=alpha if args.mnas_alpha is None else args.mnas_alpha,
-                   beta=beta if args.mnas_beta is None else args.mnas_beta, accuracy=args.accuracy,
+                   beta=beta if args.mnas_beta is None else args.mnas_beta,
+                   reward="absolute" if args.mnas_reward == "absolute" else "exponent",
+                   abs_beta=args.mnas_abs_beta, accuracy=args.accuracy,
                    proxy_epochs=args.proxy_epochs, latency=args.latency, measure_repeats=args.mnas_measure_repeats,
                    measure_warmup=args.mnas_measure_warmup, checkpoint_every=args.mnas_checkpoint_every,
                    commands=commands)
@@ -199,7 +216,8 @@ class MnasNet(Strategy):
 
     def settings(self) -> dict[str, Any]:
         return {"controller": self.controller.to_json(), "steps": self.steps, "archs_per_step": self.archs_per_step,
-                "alpha": self.alpha, "beta": self.beta, "accuracy": self.accuracy, "proxy_epochs": self.proxy_epochs,
+                "alpha": self.alpha, "beta": self.beta, "reward": self.reward, "abs_beta": self.abs_beta,
+                "accuracy": self.accuracy, "proxy_epochs": self.proxy_epochs,
                 "latency": self.latency, "measure_repeats": self.measure_repeats,
                 "measure_warmup": self.measure_warmup}
 
@@ -269,7 +287,9 @@ class MnasNet(Strategy):
                 if hard[k]:
                     used = float(measured[k]) if measure is not None else float(lat[k])
                     rec["accuracy"] = float(accuracy(i))
-                    rec["reward"] = float(mnasnet_reward(rec["accuracy"], used, target, alpha=self.alpha,
+                    rec["reward"] = float(tunas_reward(rec["accuracy"], used, target, beta=self.abs_beta)
+                                          if self.reward == "absolute" else
+                                          mnasnet_reward(rec["accuracy"], used, target, alpha=self.alpha,
                                                          beta=self.beta))
                     rec["feasible"] = bool(used <= target)
                 records.append(rec)
@@ -307,7 +327,8 @@ class MnasNet(Strategy):
                               if self.accuracy == "supernet" else
                               "top-1 on the arch-validation split after proxy training from scratch"),
             "latency_source": "latency model (predicted)" if measure is None else "measured on the table's device",
-            "reward": {"alpha": self.alpha, "beta": self.beta, "target_ms": target},
+            "reward": ({"form": "absolute", "beta": self.abs_beta, "target_ms": target} if self.reward == "absolute"
+                       else {"alpha": self.alpha, "beta": self.beta, "target_ms": target}),
             "best_reward": best["reward"], "best_reward_latency_ms": _used_latency(best),
             "best_measured_latency_ms": best["measured_latency_ms"],
             "sampled": len(state["samples"]), "unique_sampled": len(_unique(state["samples"])),

@@ -11,10 +11,17 @@ Eq. 7). Weights and α alternate (``hwnas.search.dnas.alternate``): SGD with a c
 split, Adam on the architecture split (Sec. 4.2: α = 0 at start, Adam lr 3e-4, betas (0.5, 0.999),
 weight decay 1e-4; weights momentum 0.9, weight decay 3e-4; τ from 10 down to 1 linearly).
 
-Hardware awareness follows ProxylessNAS (Cai et al. 2019, Sec. 3.3), as the paper suggests (Sec. 4.4):
-in the architecture step each sub-graph's loss gets the table's exact expected latency under
-softmax(α), multiplicatively ``L · α_l · (log E[LAT] / log T)^β`` or additively ``L + λ_l · E[LAT] / T``.
-The architecture is derived by argmax α (Sec. 3, Preliminary).
+Hardware awareness (``--msgdas-latency-loss``): in the architecture step each sub-graph's loss gets
+the table's exact expected latency E[LAT] under softmax(α). The default ``target`` is LightNAS's
+budget-targeting term (Luo et al., DAC 2022) ``L + λ · (E[LAT] / T_eff − 1)``, λ by dual ascent on
+the argmax architecture's predicted latency after every architecture step, T_eff = margin · T, so
+the derived architecture lands just under the budget (``hwnas.search.dual_ascent``; flags
+``--msgdas-latency-lambda-lr``, ``-lambda0``, ``-lambda-gain``, ``-target-margin``); ``tfnas`` is
+TF-NAS's ``L + λ_l · |E[LAT] / T_eff − 1|`` (Hu et al., ECCV 2020). The forms of ProxylessNAS (Cai et
+al. 2019, Sec. 3.3), which the paper suggests (Sec. 4.4), stay selectable: ``mul``
+``L · α_l · (log E[LAT] / log T)^β`` and ``add`` ``L + λ_l · E[LAT] / T``; ``none`` is accuracy only.
+λ is checkpointed and recorded per epoch. The architecture is derived by argmax α (Sec. 3, Preliminary);
+with ``target``, when the final argmax is over T, the latest argmax that was within T instead.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import torch.nn.functional as F
 from hwnas.errors import InputError
 from hwnas.plots import alpha_heatmap
 from hwnas.search.dnas import AlternatingConfig, ArchParams, alternate
+from hwnas.search.dual_ascent import TARGET_FORMS, BudgetTerm, DualAscentConfig
 from hwnas.search.objective import proxyless_add_loss, proxyless_mul_loss
 from hwnas.search.strategies.base import SearchContext, SearchResult, Strategy, register_strategy
 from hwnas.space import SearchSpace, is_ref, load_space
@@ -38,7 +46,7 @@ from hwnas.supernet import DropBlockSchedule, SuperNet, drop_block, gumbel_topk
 from hwnas.train import classification_loss, num_batches
 
 PHASE = "msgdas"
-LATENCY_LOSSES = ("mul", "add", "none")
+LATENCY_LOSSES = ("target", "tfnas", "mul", "add", "none")
 
 
 @dataclass(frozen=True)
@@ -56,10 +64,11 @@ class MsgdasConfig:
         arch_weight_decay: Weight decay of α.
         weight_decay: Weight decay of the supernet weights (SGD, cosine schedule, momentum 0.9).
         warmup_epochs: Epochs of weight steps only before α moves.
-        latency_loss: ``mul``, ``add`` or ``none``.
+        latency_loss: ``target`` (default), ``tfnas``, ``mul``, ``add`` or ``none``.
         latency_alpha: α_l of the multiplicative form.
         latency_beta: β of the multiplicative form.
-        latency_lambda: λ_l of the additive form.
+        latency_lambda: λ_l of the additive and tfnas forms.
+        latency_dual: λ0, η, gain and margin of the ``target`` form (margin also: ``tfnas``).
         samples: Extra architectures drawn from the final softmax(α) and scored (Pareto plot context).
     """
 
@@ -73,10 +82,11 @@ class MsgdasConfig:
     arch_weight_decay: float = 1e-4
     weight_decay: float = 3e-4
     warmup_epochs: int = 0
-    latency_loss: str = "mul"
+    latency_loss: str = "target"
     latency_alpha: float = 0.2
     latency_beta: float = 0.3
     latency_lambda: float = 0.1
+    latency_dual: DualAscentConfig = field(default_factory=DualAscentConfig)
     samples: int = 8
 
     def __post_init__(self) -> None:
@@ -229,10 +239,14 @@ class Msgdas(Strategy):
         p.add_argument("--msgdas-warmup-epochs", type=int, default=c.warmup_epochs,
                        help="MSG-DAS: epochs of weight steps before alpha moves")
         p.add_argument("--msgdas-latency-loss", choices=LATENCY_LOSSES, default=c.latency_loss,
-                       help="MSG-DAS: latency term: mul (CE*a*(log E[LAT]/log T)^b), add (CE + l*E[LAT]/T), none")
+                       help="MSG-DAS: latency term: target (default; LightNAS, CE + lambda*(E[LAT]/T_eff - 1), "
+                            "lambda by dual ascent), tfnas (CE + l*|E[LAT]/T_eff - 1|), the paper's mul "
+                            "(CE*a*(log E[LAT]/log T)^b) or add (CE + l*E[LAT]/T), none")
         p.add_argument("--msgdas-latency-alpha", type=float, default=c.latency_alpha, help="MSG-DAS: a of mul")
         p.add_argument("--msgdas-latency-beta", type=float, default=c.latency_beta, help="MSG-DAS: b of mul")
-        p.add_argument("--msgdas-latency-lambda", type=float, default=c.latency_lambda, help="MSG-DAS: l of add")
+        p.add_argument("--msgdas-latency-lambda", type=float, default=c.latency_lambda,
+                       help="MSG-DAS: l of add and tfnas")
+        DualAscentConfig.add_arguments(p, prefix="--msgdas-latency")
         p.add_argument("--msgdas-samples", type=int, default=c.samples,
                        help="MSG-DAS: architectures drawn from the final softmax(alpha) and scored besides argmax")
 
@@ -247,7 +261,8 @@ class Msgdas(Strategy):
             arch_weight_decay=args.msgdas_arch_weight_decay, weight_decay=args.msgdas_weight_decay,
             warmup_epochs=args.msgdas_warmup_epochs, latency_loss=args.msgdas_latency_loss,
             latency_alpha=args.msgdas_latency_alpha, latency_beta=args.msgdas_latency_beta,
-            latency_lambda=args.msgdas_latency_lambda, samples=args.msgdas_samples))
+            latency_lambda=args.msgdas_latency_lambda,
+            latency_dual=DualAscentConfig.from_args(args, prefix="--msgdas-latency"), samples=args.msgdas_samples))
         strategy.check_space(load_space(args.space))  # before the run directory exists
         return strategy
 
@@ -280,8 +295,13 @@ class Msgdas(Strategy):
                                  checkpoint_every=tc.checkpoint_every)
         total = num_batches(ds.train, batch_size=tc.batch_size, drop_last=True) * tc.epochs
         target = ctx.constraints.latency_ms
+        term = (BudgetTerm(form=cfg.latency_loss, budget=target, config=cfg.latency_dual,
+                           fixed_lambda=cfg.latency_lambda, state=((ctx.state or {}).get("strategy") or {}).get("term"))
+                if cfg.latency_loss in TARGET_FORMS else None)
 
         def latency_term(loss: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+            if term is not None:
+                return term.loss(loss, expected)
             if cfg.latency_loss == "mul":
                 return proxyless_mul_loss(loss, expected, target, alpha=cfg.latency_alpha, beta=cfg.latency_beta)
             if cfg.latency_loss == "add":
@@ -313,20 +333,28 @@ class Msgdas(Strategy):
             expected = predictor.expected_latency(arch.probs())  # ms, differentiable in α
             loss = torch.stack([latency_term(lk, expected) for lk in losses]).sum()
             loss.backward()
+            lam = {} if term is None else {"lambda": term.lam, "coefficient": term.coefficient}
             return {"loss": float(loss.detach()), "subgraph_loss": float(sum(float(lk.detach()) for lk in losses)),
-                    "expected_latency_ms": float(expected.detach()), "acc": metrics["acc"]}
+                    "expected_latency_ms": float(expected.detach()), "acc": metrics["acc"], **lam}
+
+        def after_arch_step(step: int) -> None:  # dual ascent on the new argmax architecture
+            derived = arch.derive()
+            term.update(float(ctx.costs.latency(derived[None])[0]), derived)
 
         def on_epoch(epoch: int) -> dict[str, Any]:
             with torch.no_grad():
                 expected = float(predictor.expected_latency(arch.probs()))
             derived = arch.derive()
-            return {"expected_latency_ms": expected, "derived_latency_ms": float(ctx.costs.latency(derived[None])[0])}
+            return {"expected_latency_ms": expected, "derived_latency_ms": float(ctx.costs.latency(derived[None])[0]),
+                    **({} if term is None else {"lambda": term.lam})}
 
         alternate(supernet=supernet, arch=arch, ds=ds, config=loop, seed=ctx.seed, run=ctx.run, phase=PHASE,
-                  weight_step=weight_step, arch_step=arch_step, state=ctx.state, on_epoch=on_epoch)
-        return self._derive(ctx, arch)
+                  weight_step=weight_step, arch_step=arch_step, state=ctx.state, on_epoch=on_epoch,
+                  extra_state=lambda: {} if term is None else {"strategy": {"term": term.state()}},
+                  after_arch_step=None if term is None or term.form != "target" else after_arch_step)
+        return self._derive(ctx, arch, term=term)
 
-    def _derive(self, ctx: SearchContext, arch: ArchParams) -> SearchResult:
+    def _derive(self, ctx: SearchContext, arch: ArchParams, *, term: BudgetTerm | None) -> SearchResult:
         """Argmax α, scored with the supernet's weights, plus per-epoch derived and sampled candidates."""
         history = [h for h in ctx.run.history() if h.get("phase") == PHASE]
         heatmap = None
@@ -336,8 +364,9 @@ class Msgdas(Strategy):
                                     option_names=[[str(o) for o in d.options] for d in space.decisions],
                                     path=ctx.run.path / "alpha_heatmap.png",
                                     title=f"MSG-DAS (K={self.config.k}) on {space.name}: softmax(alpha) per epoch").name
-        derived = arch.derive()
-        pool = [derived] + [np.asarray(h["derived"], dtype=np.int64) for h in history]
+        argmax = arch.derive()  # target loss: maybe the visited argmax nearest under T
+        derived = argmax if term is None else term.end_point(argmax, float(ctx.costs.latency(argmax[None])[0]))
+        pool = [derived, argmax] + [np.asarray(h["derived"], dtype=np.int64) for h in history]
         rng = np.random.default_rng([ctx.seed, 31])
         with torch.no_grad():
             probs = [p.numpy() for p in arch.probs()]
@@ -356,5 +385,6 @@ class Msgdas(Strategy):
             expected = float(ctx.predictor.expected_latency(arch.probs()))
         extra = {"k": self.config.k, "gdas": self.config.k == 1, "derived": [int(v) for v in derived],
                  "derived_feasible": bool(ctx.feasible(derived[None])[0]), "expected_latency_ms": expected,
-                 "final_probs": arch.snapshot(), "heatmap": heatmap}
+                 "final_probs": arch.snapshot(), "heatmap": heatmap, "latency_loss": self.config.latency_loss,
+                 "lambda": None if term is None else term.lam}
         return SearchResult(best=derived, score=candidates[0]["accuracy"], candidates=candidates, extra=extra)

@@ -15,13 +15,26 @@ weight parameters and the binarized architecture parameters in an alternative ma
   (Sec. 3.2.1). The loss adds the hardware cost through the exact differentiable expected latency
   of the table (Sec. 3.3, Eq. 6), taken under the step's two-path distribution (p̃ on the pair, 0
   elsewhere, as the reference code's ``current_prob_over_ops``), so only the two sampled entries
-  of α move: ``α·CE·(log E[LAT] / log T)^β`` (``--proxyless-loss mul``) or ``CE + λ·E[LAT]/T``
-  (``add``), optionally with FLOPs / params factors or terms of the same form. The history
-  reports the full E[LAT] under softmax(α).
+  of α move. Latency forms (``--proxyless-loss``):
+
+  - ``target`` (the default; LightNAS, Luo et al. DAC 2022): ``CE + λ·(E[LAT]/T_eff − 1)`` with λ
+    by dual ascent after every architecture step, ``λ ← λ + η·(LAT(argmax α)/T_eff − 1)``
+    (``--proxyless-lambda-lr`` η, ``--proxyless-lambda0``), T_eff = margin·T
+    (``--proxyless-target-margin``, 0.975). λ may go negative, so the search climbs up to the budget
+    as well as down to it: the derived architecture lands just under T (``hwnas.search.dual_ascent``).
+  - ``tfnas`` (TF-NAS, Hu et al. ECCV 2020): ``CE + λ·|E[LAT]/T_eff − 1|``, fixed λ (``--proxyless-lambda``).
+  - ``mul`` (the paper's): ``α·CE·(log E[LAT] / log T)^β``; its end point hardly depends on T
+    (``hwnas.search.objective.proxyless_mul_factor``).
+  - ``add`` (the paper's): ``CE + λ·E[LAT]/T``; it only ever pushes the latency down.
+
+  Optionally with FLOPs / params factors (mul) or terms (the others) of the same form. The
+  history reports the full E[LAT] under softmax(α), the derived latency and λ per epoch.
 * ``--proxyless-mode reinforce`` (Sec. 3.3, "REINFORCE-based approach"; Proxyless-R of Table 2):
-  K paths sampled from softmax(α) are scored on the arch batch; reward
-  ``ACC · (LAT / T)^(−w)`` (MnasNet-style soft reward; the reference's ``acc · (T / LAT)^0.1``),
-  ∇α = mean_k (R_k − b) ∇α log p(path_k), b a moving average of the mean reward.
+  K paths sampled from softmax(α) are scored on the arch batch; reward (``--proxyless-rl-reward``)
+  ``absolute`` (the default; TuNAS, Bender et al. CVPR 2020): ``ACC + β·|LAT/T_eff − 1|``, β = −0.1
+  (``--proxyless-rl-beta``), or ``mnasnet``: ``ACC · (LAT / T)^(−w)`` (MnasNet-style soft reward;
+  the reference's ``acc · (T / LAT)^0.1``); ∇α = mean_k (R_k − b) ∇α log p(path_k), b a moving
+  average of the mean reward.
 
 Decisions vs layers: in ``proxyless`` / ``mobilenetv2`` every layer is one decision. In ``ofa-mbv3``
 a layer depends on a kernel, an expand and its stage's depth decision; each decision gets its own
@@ -30,14 +43,17 @@ binary gate and a layer's weight is the product of its decisions' gates (as
 block per decision with the other sampled option (at most 1 + 3 blocks, not 2³).
 
 Derivation: argmax α per decision (Sec. 3.2, "derive the compact architecture by pruning redundant
-paths"); its predicted latency is reported against the budget, and softmax(α) per decision after
-every epoch goes to the history and to ``alpha_heatmap.png``.
+paths"); with the ``target`` loss, when the final argmax is over T or farther under it than
+another argmax architecture the search visited, that nearest one under T instead
+(``hwnas.search.dual_ascent.BudgetTerm.end_point``; ``extra.end_point`` says which). Its predicted
+latency is reported against the budget, and softmax(α) per decision after every epoch goes to the
+history and to ``alpha_heatmap.png``.
 
 Schedule: after the warm-up epochs (weights only), one architecture step follows every weight step
 (the reference code updates α every 5 weight steps on ImageNet, where an epoch has 5000 steps);
 Adam on α with β = (0, 0.999) as the reference, so an entry without gradient does not move; α
 starts at zero (uniform). The run checkpoints and resumes through ``alternate`` (the REINFORCE
-baseline is part of the checkpoint).
+baseline and the dual-ascent λ are part of the checkpoint).
 """
 
 from __future__ import annotations
@@ -51,6 +67,7 @@ import torch
 from hwnas.errors import InputError
 from hwnas.plots import alpha_heatmap
 from hwnas.search.dnas import AlternatingConfig, ArchParams, alternate
+from hwnas.search.dual_ascent import BudgetTerm
 from hwnas.search.proxyless_steps import ArchObjective, ProxylessConfig, ProxylessSteps
 from hwnas.search.strategies.base import SearchContext, SearchResult, Strategy, register_strategy
 from hwnas.space import is_ref, load_space
@@ -91,6 +108,12 @@ class Proxyless(Strategy):
     def settings(self) -> dict[str, Any]:
         return self.config.to_json()
 
+    def _aimed(self, budget: float) -> float:
+        """The latency the search aims at, ms: T_eff = margin·T for the budget-targeting forms, else T."""
+        c = self.config
+        targeting = c.loss in ("target", "tfnas") if c.mode == "gradient" else c.rl_reward == "absolute"
+        return c.dual.margin * budget if targeting else budget
+
     # ---- the search ------------------------------------------------------------------------
 
     def search(self, ctx: SearchContext) -> SearchResult:
@@ -99,7 +122,9 @@ class Proxyless(Strategy):
         ds, predictor, train = ctx.dataset, ctx.predictor, ctx.train_config
         if cfg.mode == "gradient":
             check_mixable(supernet)
-        objective = ArchObjective(config=cfg, predictor=predictor, constraints=ctx.constraints)
+        saved = (ctx.state or {}).get("strategy") or {}
+        objective = ArchObjective(config=cfg, predictor=predictor, constraints=ctx.constraints,
+                                  term_state=saved.get("budget_term"))
         for split, name in ((ds.train, "weight-training"), (ds.arch, "architecture")):
             if len(split) < train.batch_size:
                 raise InputError(f"--batch-size {train.batch_size} is larger than the {name} split "
@@ -112,8 +137,7 @@ class Proxyless(Strategy):
                                  w_momentum=train.momentum, w_weight_decay=train.weight_decay, a_lr=cfg.arch_lr,
                                  a_betas=(0.0, 0.999), warmup_epochs=warmup, checkpoint_every=train.checkpoint_every)
         arch = ArchParams(space.num_options)
-        stepper = ProxylessSteps(cfg=cfg, supernet=supernet, arch=arch, objective=objective,
-                         state=(ctx.state or {}).get("strategy"))
+        stepper = ProxylessSteps(cfg=cfg, supernet=supernet, arch=arch, objective=objective, state=saved)
         target = objective.target
 
         def on_epoch(epoch: int) -> dict[str, Any]:
@@ -124,6 +148,8 @@ class Proxyless(Strategy):
                    "derived_budget_ratio": lat / target}
             if cfg.mode == "reinforce":
                 rec["baseline"] = stepper.baseline
+            if stepper.term is not None:
+                rec["lambda"] = stepper.term.lam  # after this epoch's last update
             return rec
 
         alternate(supernet=supernet, arch=arch, ds=ds, config=acfg, seed=ctx.seed, run=ctx.run, phase=PHASE,
@@ -131,9 +157,9 @@ class Proxyless(Strategy):
                   arch_step=stepper.arch_gradient if cfg.mode == "gradient" else stepper.arch_reinforce,
                   state=ctx.state, extra_state=lambda: {"strategy": stepper.state()},
                   on_epoch=on_epoch, after_arch_step=stepper.after_arch_step if cfg.mode == "gradient" else None)
-        return self._finish(ctx, arch, predictor)
+        return self._finish(ctx, arch, predictor, term=stepper.term)
 
-    def _finish(self, ctx: SearchContext, arch: ArchParams, predictor: Any) -> SearchResult:
+    def _finish(self, ctx: SearchContext, arch: ArchParams, predictor: Any, *, term: BudgetTerm | None) -> SearchResult:
         space = ctx.space
         history = [h for h in ctx.run.history() if h.get("phase") == PHASE and "probs" in h]
         heatmap = None
@@ -142,8 +168,9 @@ class Proxyless(Strategy):
                                     option_names=[[str(o) for o in d.options] for d in space.decisions],
                                     path=ctx.run.path / "alpha_heatmap.png",
                                     title=f"ProxylessNAS ({self.config.mode}) on {space.name}: softmax(α)").name
-        derived = arch.derive()
-        picks = [derived] + [np.asarray(h["derived"], dtype=np.int64) for h in history]
+        argmax = arch.derive()
+        derived = argmax if term is None else term.end_point(argmax, float(ctx.costs.latency(argmax[None])[0]))
+        picks = [derived, argmax] + [np.asarray(h["derived"], dtype=np.int64) for h in history]
         rng = np.random.default_rng([ctx.seed, 7919])
         picks += [sample_path(arch.alphas, rng) for _ in range(self.config.samples)]
         seen: set[tuple[int, ...]] = set()
@@ -161,7 +188,12 @@ class Proxyless(Strategy):
             e_lat = float(predictor.expected_latency(probs))
         lat = candidates[0]["latency_ms"]
         target = float(ctx.constraints.latency_ms)
-        extra = {"mode": self.config.mode, "loss": self.config.loss if self.config.mode == "gradient" else "reward",
+        gradient = self.config.mode == "gradient"
+        extra = {"mode": self.config.mode, "loss": self.config.loss if gradient else "reward",
+                 "rl_reward": None if gradient else self.config.rl_reward,
+                 "lambda": None if term is None else term.lam,
+                 "end_point": "argmax" if np.array_equal(derived, argmax) else "visited argmax nearest under T",
+                 "aimed_latency_ms": self._aimed(float(ctx.constraints.latency_ms)),
                  "expected_latency_ms": e_lat, "derived_latency_ms": lat, "budget_ms": target,
                  "derived_budget_ratio": lat / target, "within_15pct_of_budget": abs(lat / target - 1) <= 0.15,
                  "final_probs": arch.snapshot(), "heatmap": heatmap, "epochs_logged": len(history)}
