@@ -64,11 +64,11 @@ def test_cli_export_ort_dynamic_batch_with_table(tmp_path, toy_space):
     assert "| fp32 ONNX | 13.000 ms |" in md and card["files"][0]["sha256"] in md
     # the measured number is the steady estimator's (5 runs -> 1 round of 5), with its estimator and spread
     est, fp32 = card["latency"]["estimator"], card["latency"]["rows"][0]
-    assert est["name"] == data["estimator"]["name"] == "steady/q25-of-round-medians" and est["runs_per_round"] == 5
+    assert est["name"] == data["estimator"]["name"] == "steady/q0-of-round-medians" and est["runs_per_round"] == 5
     assert card["latency"]["measured_stat"] == "steady_ms" and fp32["latency_source"] == "measured"
     assert fp32["measured_ms"] == data["measured_latency_ms"] and fp32["spread_pct"] == data["measured_spread_pct"]
     assert fp32["estimator"] == est["name"] and fp32["median_ms"] > 0
-    assert "measured (steady)" in md and "steady figure of estimator `steady/q25-of-round-medians`" in md
+    assert "measured (steady)" in md and "steady figure of estimator `steady/q0-of-round-medians`" in md
     # a checked, dynamic-batch, self-describing model
     onnx.checker.check_model(str(out / "toy.onnx"), full_check=True)
     dims = onnx.load(str(out / "toy.onnx")).graph.input[0].type.tensor_type.shape.dim

@@ -71,7 +71,7 @@ def test_validate_end_to_end_and_resume(toy_table, tmp_path):
     stored = json.loads(meas.read_text())
     assert len(stored["entries"]) == 6
     # measured = the steady estimator's figure (3 x 5 runs -> 3 rounds of 5), with its spread
-    assert data["measured"] == "steady" and data["estimator"]["name"] == "steady/q25-of-round-medians"
+    assert data["measured"] == "steady" and data["estimator"]["name"] == "steady/q0-of-round-medians"
     assert (data["estimator"]["rounds"], data["estimator"]["runs_per_round"]) == (3, 5)
     assert stored["settings"]["estimator"] == data["estimator"] and stored["format"] == "hwnas.e2e_measurements/2"
     assert data["median_spread_pct"] >= 0 and data["max_spread_pct"] >= data["median_spread_pct"]
@@ -91,7 +91,7 @@ def test_calibrate_writes_next_to_table_and_predict_uses_it(toy_table, tmp_path)
                     "--repeats", "5", "--warmup", "1")
     cal_file = calibration_path(table)
     assert data["out"] == str(cal_file) and data["n"] == 3
-    assert data["estimator"]["name"] == "steady/q25-of-round-medians" and data["median_spread_pct"] >= 0
+    assert data["estimator"]["name"] == "steady/q0-of-round-medians" and data["median_spread_pct"] >= 0
     cal = Calibration.load(cal_file, table=LatencyTable.load(table))
     arch = tmp_path / "a.json"
     arch.write_text(json.dumps({"space": "toy", "resolution": 8, "choices": {"l1": "k5", "l2": "k3", "l3": "skip"}}))

@@ -112,8 +112,8 @@ def test_profile_covers_every_block_and_records_the_scope(tmp_path):
     assert (d["backend"], d["resolution"], d["width_mult"], d["num_classes"], d["spaces"]) == \
         ("test-scripted", 16, 2.0, 7, ["toy"])
     assert d["repeats"] == 3 and d["warmup"] == 1 and d["processor"] == "scripted" and "versions" in d
-    # the entries' steady figure: 3 samples = 1 round of 3 (the largest divisor of 3 up to 5), q25
-    assert d["stat"] == "steady" and d["estimator"] == {"name": "steady/q25-of-round-medians", "quantile": 0.25,
+    # the entries' steady figure: 3 samples = 1 round of 3 (the largest divisor of 3 up to 5), q0
+    assert d["stat"] == "steady" and d["estimator"] == {"name": "steady/q0-of-round-medians", "quantile": 0.0,
                                                         "rounds": 1, "runs_per_round": 3,
                                                         "samples": "interleaved single runs"}
     # every arch of the space is predictable from the table alone

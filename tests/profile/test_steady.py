@@ -54,7 +54,7 @@ def test_steady_figure_of_two_states_is_the_fast_one():
     assert spread_pct(rounds) == pytest.approx(40.0) and spread_pct([3.0]) == 0.0
     r = side_by_side({"a": rounds}, settings=SteadySettings())
     assert r.latency["a"].ms == 1.0 and r.latency["a"].median_ms == 1.0 and r.unstable  # 40 % > 15 %
-    assert r.latency["a"].estimator == ESTIMATOR == "steady/q25-of-round-medians" == SteadySettings().name
+    assert r.latency["a"].estimator == ESTIMATOR == "steady/q0-of-round-medians" == SteadySettings().name
     assert estimator_name(0.1) == "steady/q10-of-round-medians" and estimator_name(0.125) == "steady/q12.5-of-round-medians"
 
 
