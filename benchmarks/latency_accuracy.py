@@ -38,6 +38,8 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=100, help="held-out archs per case (default 100)")
     ap.add_argument("--calibration-samples", type=int, default=30, help="archs the calibration is fitted on")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--chunk", type=int, default=0,
+                    help="archs timed side by side per interleaved session (default 0: all of a case's archs)")
     ap.add_argument("--work", default="benchmarks/out/latency_accuracy", help="measurements and plots")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
@@ -61,9 +63,12 @@ def main() -> int:
         store = MeasurementStore(work / f"{sp.name}.measurements.json", device=model.table.device, repeats=repeats,
                                  warmup=warmup)
         t0 = time.perf_counter()
-        measure = table_measure(sp, table=model.table, store=store, repeats=repeats, warmup=warmup, seed=args.seed)
+        chunk = args.chunk or args.samples + args.calibration_samples
+        measure = table_measure(sp, table=model.table, store=store, repeats=repeats, warmup=warmup, seed=args.seed,
+                                chunk=chunk)
         r = validate(model, sp, samples=args.samples, calibration_samples=args.calibration_samples, seed=args.seed,
-                     measure=measure, info={"repeats": repeats, "warmup": warmup})
+                     measure=measure, spreads=measure.spreads, info={"repeats": repeats, "warmup": warmup,
+                                                                     "chunk": chunk})
         r["seconds"] = round(time.perf_counter() - t0, 1)
         r["table"] = table_path
         r["plot"] = str(plot_scatter(r, work / f"{sp.name}.png"))

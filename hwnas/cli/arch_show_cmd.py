@@ -9,7 +9,7 @@ from hwnas.cli.common import add_arch_args, arch_from_args, table_defaults
 from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.errors import InputError
 from hwnas.jsonio import write_json_atomic
-from hwnas.latency import LatencyTable
+from hwnas.latency import LatencyModel, LatencyTable
 from hwnas.safeio import check_writable_output
 from hwnas.space import CostCounter, op_key
 
@@ -33,10 +33,14 @@ def run_show(args: argparse.Namespace) -> Report:
     blocks = sp.resolve(arch)
     counter = CostCounter()
     per_lat: list[float | None] = [None] * len(blocks)
-    latency = None
+    latency = lut_sum = None
+    calibrated = False
     if table is not None:
         table.check_resolution(arch["resolution"])
-        latency, per_lat = table.lookup_sum(blocks)
+        lut_sum, per_lat = table.lookup_sum(blocks)
+        # the same number as `hwnas latency predict` and `hwnas search` (calibrated when the table has one)
+        pred = LatencyModel.load(args.table).predict(arch, space=sp)
+        latency, calibrated = pred.latency_ms, pred.calibrated
     rows: list[dict[str, Any]] = []
     for b, lat in zip(blocks, per_lat):
         c = counter.block(b)
@@ -48,14 +52,15 @@ def run_show(args: argparse.Namespace) -> Report:
             raise InputError("--out writes a preset (or an overridden arch) to a file; the arch file already exists.")
         write_json_atomic(args.out, arch)
     data = {"space": sp.name, "arch": arch, "params": total.params, "flops": total.flops, "latency_ms": latency,
-            "blocks": rows}
+            "lut_sum_ms": lut_sum, "calibrated": calibrated, "blocks": rows}
     if args.out:
         data["out"] = args.out
     lines = [f"{'slot':10} {'op':10} {'MFLOPs':>9} {'params':>9} {'ms':>8}  key"]
     for r in rows:
         ms = f"{r['latency_ms']:.3f}" if r["latency_ms"] is not None else "-"
         lines.append(f"{r['slot']:10} {r['op']:10} {r['flops'] / 1e6:9.2f} {r['params']:9d} {ms:>8}  {r['key'] or '-'}")
-    lat_txt = f"{latency:.3f} ms" if latency is not None else "n/a (no --table)"
+    lat_txt = "n/a (no --table)" if latency is None else (
+        f"{latency:.3f} ms predicted ({'calibrated; ' if calibrated else ''}table sum {lut_sum:.3f} ms)")
     lines.append(f"space {sp.name}, resolution {arch['resolution']}, width x{arch['width_mult']}: "
                  f"{total.params / 1e6:.3f}M params, {total.flops / 1e6:.1f}M FLOPs, latency {lat_txt}")
     return Report(data, "\n".join(lines))

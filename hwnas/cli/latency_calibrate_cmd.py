@@ -7,13 +7,14 @@ import argparse
 from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.latency import LatencyModel, calibrate, calibration_path
 from hwnas.profile import MeasurementStore, default_repeats, table_measure, whole_model_settings
+from hwnas.profile.whole_model import DEFAULT_CHUNK
 from hwnas.profile.device_config import add_device_args, commands_from_args
 from hwnas.safeio import check_writable_output
 from hwnas.space import load_space
 
 
 def add_measure_args(p: argparse.ArgumentParser) -> None:
-    """``--seed``, ``--repeats``, ``--warmup``, ``--rounds``, ``--runs-per-round``, ``--measurements``
+    """``--seed``, ``--repeats``, ``--warmup``, ``--rounds``, ``--runs-per-round``, ``--chunk``, ``--measurements``
     (shared with ``latency validate``)."""
     p.add_argument("--seed", type=int, default=0, help="seed of the random architectures (default 0)")
     p.add_argument("--repeats", type=int, help="timed runs per architecture and pass, 3 passes (default: the "
@@ -22,6 +23,9 @@ def add_measure_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, help="interleaved rounds of the steady estimator (default: from --repeats, "
                    "3 x 30 runs -> 18 rounds)")
     p.add_argument("--runs-per-round", type=int, help="back-to-back runs of each arch per round (default 5)")
+    p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
+                   help=f"archs exported first and then timed side by side in the same interleaved rounds "
+                        f"(default {DEFAULT_CHUNK}); the measurements file is saved after each chunk")
     p.add_argument("--measurements", help="JSON file keeping end-to-end measurements (resumes from it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     add_device_args(p)
@@ -75,7 +79,7 @@ def run(args: argparse.Namespace) -> Report:
     repeats, warmup = repeats_from_args(args, model.table)
     store = store_from_args(args, model.table)
     measure = table_measure(sp, table=model.table, store=store, repeats=repeats, warmup=warmup, seed=args.seed,
-                            commands=commands, progress=not args.no_progress)
+                            commands=commands, progress=not args.no_progress, chunk=args.chunk)
     cal = calibrate(model, sp, samples=args.samples, seed=args.seed, measure=measure,
                     info={"repeats": repeats, "warmup": warmup, "estimator": store.steady.to_json()},
                     spreads=measure.spreads)

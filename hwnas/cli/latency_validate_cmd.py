@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> Report:
     repeats, warmup = repeats_from_args(args, model.table)
     store = store_from_args(args, model.table)
     measure = table_measure(sp, table=model.table, store=store, repeats=repeats, warmup=warmup, seed=args.seed,
-                            commands=commands, progress=not args.no_progress)
+                            commands=commands, progress=not args.no_progress, chunk=args.chunk)
     result = validate(model, sp, samples=args.samples, calibration_samples=args.calibration_samples,
                       seed=args.seed, measure=measure, spreads=measure.spreads,
                       info={"repeats": repeats, "warmup": warmup, "measured": "steady",

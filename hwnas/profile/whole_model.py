@@ -26,6 +26,14 @@ STORE_FORMAT = "hwnas.e2e_measurements/2"
 OLD_STORE_FORMATS = {"hwnas.e2e_measurements/1": "one median over all runs, before the steady estimator"}
 
 
+#: Architectures timed together in one interleaved session by ``latency validate``/``calibrate``.
+#: Exporting a model takes seconds and timing it a fraction of one, so consecutive chunks are timed
+#: a minute or more apart, in whatever state the machine is then; in one chunk every model shares
+#: the same rounds. Measured (``benchmarks/latency_accuracy.py``, 32 px): with chunks of 10 the
+#: chunks' mean prediction errors moved between -5.7% and +6.9% and 57% of 100 archs were within
+#: ±10% (RESULTS.md).
+DEFAULT_CHUNK = 50
+
 #: Backend settings that must agree for stored measurements to be reused.
 STORE_SETTINGS = ("backend", "threads", "batch", "dtype", "channels_last", "name", "host", "processor", "versions")
 
@@ -194,11 +202,12 @@ class TableMeasure:
     seed: int
     commands: Any = None
     progress: bool = True
+    chunk: int = DEFAULT_CHUNK
 
     def __call__(self, archs: Sequence[dict[str, Any]], desc: str) -> list[float]:
         return measure_archs(self.space, archs, table=self.table, store=self.store, repeats=self.repeats,
                              warmup=self.warmup, commands=self.commands, seed=self.seed, desc=desc,
-                             progress=self.progress, settings=self.store.steady)
+                             progress=self.progress, settings=self.store.steady, chunk=self.chunk)
 
     def spreads(self, archs: Sequence[dict[str, Any]]) -> list[float | None]:
         """The stored spread (%, ``spread_pct``) of each measured architecture (None: not measured)."""
@@ -210,14 +219,16 @@ class TableMeasure:
 
 
 def table_measure(space, *, table: LatencyTable, store: MeasurementStore, repeats: int, warmup: int, seed: int,
-                  commands: Any = None, progress: bool = True) -> TableMeasure:
+                  commands: Any = None, progress: bool = True, chunk: int = DEFAULT_CHUNK) -> TableMeasure:
     """``measure_archs`` on the table's device as a function of (archs, progress label), for
     ``hwnas.latency.validate.validate`` and ``calibrate``, with the store's estimator settings;
     checks now that the device can be measured (a ``remote`` table only with the user's
-    ``commands``, ``RemoteCommands``)."""
+    ``commands``, ``RemoteCommands``); ``chunk`` architectures are timed side by side at a time."""
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise InputError(f"--chunk must be a positive integer, got {chunk!r}.")
     check_measurable(table, commands=commands)
     return TableMeasure(space=space, table=table, store=store, repeats=repeats, warmup=warmup, seed=seed,
-                        commands=commands, progress=progress)
+                        commands=commands, progress=progress, chunk=chunk)
 
 
 def measure_archs_side_by_side(space: Any, archs: Mapping[str, dict[str, Any]], *, config: Any,

@@ -79,6 +79,32 @@ class AlternatingConfig:
         return asdict(self)
 
 
+#: Logits each α may travel over a whole run at the automatic learning rate (``auto_arch_lr``).
+ARCH_TRAVEL = 3.0
+
+
+def auto_arch_lr(paper_lr: float, *, arch_steps: int) -> float:
+    """The architecture learning rate of a run: ``max(paper_lr, ARCH_TRAVEL / arch_steps)``.
+
+    Adam moves each logit by about its learning rate per step whatever the gradient's scale (Kingma
+    & Ba, ICLR 2015, Sec. 2.1: the effective step is bounded by ≈ lr). The papers' rates were set for
+    ImageNet searches of 10^4–10^5 architecture steps (ProxylessNAS 1e-3; MSG-DAS 3e-4), where α
+    can travel tens of logits. A CPU-sized run of a few dozen steps at those rates leaves α at its
+    uniform start (measured, ``benchmarks/budget_hit.py``: softmax(α) moved < 0.002 in 36 steps), so
+    neither the accuracy nor the latency term can decide anything. The automatic rate lets α travel
+    ``ARCH_TRAVEL`` logits (e^3 ≈ 20× odds between two options) over the run, and is never below
+    the paper's.
+
+    Example: ``auto_arch_lr(1e-3, arch_steps=36)`` = 3 / 36 ≈ 0.0833; with 10^5 steps it is 1e-3.
+    """
+    return max(float(paper_lr), ARCH_TRAVEL / max(1, int(arch_steps)))
+
+
+def arch_step_count(ds: Dataset, *, epochs: int, warmup_epochs: int, batch_size: int) -> int:
+    """Architecture steps of ``alternate``: one per weight step after the warm-up epochs."""
+    return num_batches(ds.train, batch_size=batch_size, drop_last=True) * max(0, epochs - warmup_epochs)
+
+
 #: A step callback: (images N,3,R,R; labels N; generator; step) → metrics; it calls ``backward`` itself.
 StepFn = Callable[[torch.Tensor, torch.Tensor, np.random.Generator, int], dict[str, float]]
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from hwnas.errors import InputError
-from hwnas.search.dnas import ArchParams
+from hwnas.search.dnas import ARCH_TRAVEL, ArchParams
 from hwnas.search.dual_ascent import TARGET_FORMS, BudgetTerm, DualAscentConfig
 from hwnas.search.objective import (TUNAS_BETA, Constraints, mnasnet_reward, proxyless_add_loss,
                                     proxyless_mul_factor, proxyless_mul_loss, tunas_reward)
@@ -25,6 +25,8 @@ from hwnas.train import classification_loss
 MODES = ("gradient", "reinforce")
 LOSSES = ("target", "tfnas", "mul", "add")
 RL_REWARDS = ("absolute", "mnasnet")
+#: ProxylessNAS's Adam learning rate of α (the reference code), the floor of the automatic one.
+PAPER_ARCH_LR = 1e-3
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,9 @@ class ProxylessConfig:
         flops_weight: Exponent (mul) or weight (add, reinforce) of the FLOPs penalty against
             ``--flops-max``; 0 = off.
         params_weight: The same against ``--params-max``.
-        arch_lr: Adam learning rate of α (1e-3; Adam betas (0, 0.999) as the reference).
+        arch_lr: Adam learning rate of α; None (default): ``hwnas.search.dnas.auto_arch_lr`` of the
+            reference's 1e-3 for the run's number of architecture steps (Adam betas (0, 0.999) as
+            the reference).
         warmup_epochs: Weight-only epochs before α moves (None: a quarter of ``--epochs``, as the
             reference's 40 warm-up epochs of 160).
         rl_samples: REINFORCE: paths sampled per architecture step (10).
@@ -68,7 +72,7 @@ class ProxylessConfig:
     dual: DualAscentConfig = field(default_factory=DualAscentConfig)
     flops_weight: float = 0.0
     params_weight: float = 0.0
-    arch_lr: float = 1e-3
+    arch_lr: float | None = None
     warmup_epochs: int | None = None
     rl_samples: int = 10
     rl_reward: str = "absolute"
@@ -87,7 +91,7 @@ class ProxylessConfig:
             raise InputError(f"--proxyless-rl-reward must be one of {', '.join(RL_REWARDS)}, got {self.rl_reward!r}.")
         checks = [("--proxyless-alpha", self.alpha > 0), ("--proxyless-beta", self.beta >= 0),
                   ("--proxyless-lambda", self.lam >= 0), ("--proxyless-flops-weight", self.flops_weight >= 0),
-                  ("--proxyless-params-weight", self.params_weight >= 0), ("--proxyless-arch-lr", self.arch_lr > 0),
+                  ("--proxyless-params-weight", self.params_weight >= 0), ("--proxyless-arch-lr", self.arch_lr is None or self.arch_lr > 0),
                   ("--proxyless-rl-samples", self.rl_samples >= 1), ("--proxyless-rl-beta", self.rl_beta <= 0),
                   ("--proxyless-rl-tradeoff", self.rl_tradeoff >= 0),
                   ("--proxyless-rl-over-tradeoff", self.rl_over_tradeoff is None or self.rl_over_tradeoff >= 0),
@@ -119,7 +123,8 @@ class ProxylessConfig:
         g.add_argument("--proxyless-params-weight", type=float, metavar="W", default=cls.params_weight,
                        help="params penalty against --params-max, same form; 0 = off")
         g.add_argument("--proxyless-arch-lr", type=float, metavar="LR", default=cls.arch_lr,
-                       help="Adam lr of alpha (1e-3)")
+                       help=f"Adam lr of alpha (default: max({PAPER_ARCH_LR:g}, {ARCH_TRAVEL:g}/architecture steps), "
+                            f"so alpha can move in a short run)")
         g.add_argument("--proxyless-warmup-epochs", type=int, metavar="E", default=None,
                        help="weight-only epochs before alpha moves (default: a quarter of --epochs)")
         g.add_argument("--proxyless-rl-samples", type=int, metavar="K", default=cls.rl_samples,

@@ -30,12 +30,12 @@ from hwnas.jsonio import read_json
 from hwnas.latency import BatchPredictor, LatencyModel, LatencyTable
 from hwnas.plots import pareto_plot
 from hwnas.profile import BackendConfig, SteadySettings, check_measurable, measure_archs_side_by_side
+from hwnas.safeio import short
 from hwnas.search.objective import Constraints
 from hwnas.search.selection import (Budget, NoCandidateFits, Selection, SelectionConfig, select_measured,
-                                    selection_fields)
+                                    selection_fields, tie_margin)
 from hwnas.search.strategies import SearchContext, Strategy, load_strategies
 from hwnas.search.strategies.base import Costs, SearchResult
-from hwnas.safeio import short
 from hwnas.space import ArchSettings, CostCounter, SearchSpace, load_space, minimize
 from hwnas.supernet import SuperNet, SupernetEvaluator, SupernetTrainConfig, train_supernet
 from hwnas.train import RunDir, load_dataset
@@ -282,11 +282,12 @@ def run_search(settings: SearchSettings, strategy: Strategy, *, out: str, resume
     best = {"indices": [int(i) for i in result.best], "accuracy": result.score,
             "latency_ms": best_row["predicted_latency_ms"], "flops": best_row["flops"], "params": best_row["params"]}
     selection = None
+    margin = tie_margin(best["accuracy"], n=len(ds.arch))  # accuracy scored on the arch split
     if off is None:
         selection = _verify(result, best=best, budget=budget, ref_arch=ref_arch, decode=decode,
                             constraints=constraints, space=space, table=table, commands=commands,
                             config=selection_config, run=run, state=state, search_state=search_state,
-                            seed=settings.seed)
+                            seed=settings.seed, accuracy_margin=margin)
     win = selection.winner if selection is not None else None
     if win is None or win["indices"] == best["indices"]:
         main = best_row
@@ -304,6 +305,7 @@ def run_search(settings: SearchSettings, strategy: Strategy, *, out: str, resume
         "space": space.name, "strategy": strategy.name, "seed": settings.seed, "data": settings.data,
         "flops_max": settings.flops_max, "params_max": settings.params_max,
         "evaluated": len(result.candidates), "min_predicted_latency_ms": lows["latency"],
+        "selection_accuracy_margin": margin if selection is not None else None,
         "estimated_blocks": len(predictor.estimated), "table": settings.table,
         "pareto": winners if settings.pareto else [],
         "extra": {k: v for k, v in result.extra.items() if k not in ("winners",)},
@@ -322,8 +324,9 @@ def run_search(settings: SearchSettings, strategy: Strategy, *, out: str, resume
 def _verify(result: SearchResult, *, best: dict[str, Any], budget: Budget, ref_arch: dict[str, Any], decode,
             constraints: Constraints, space: SearchSpace, table: LatencyTable, commands: Any,
             config: SelectionConfig, run: RunDir, state: dict[str, Any] | None, search_state: dict[str, Any],
-            seed: int) -> Selection:
-    """Measured final selection of a run (``hwnas.search.selection``), its rows saved after each chunk."""
+            seed: int, accuracy_margin: float) -> Selection:
+    """Measured final selection of a run (``hwnas.search.selection``), its rows saved after each chunk;
+    ``accuracy_margin``: how much more accurate than ``best`` a candidate must be to come first."""
     backend = BackendConfig.from_header(table.device, commands=commands, origin=f"latency table {table.path}")
 
     def measure(archs, reference):
@@ -343,7 +346,8 @@ def _verify(result: SearchResult, *, best: dict[str, Any], budget: Budget, ref_a
     try:
         return select_measured(result.candidates, best=best, feasible=feasible, budget=budget, decode=decode,
                                reference_arch=ref_arch, measure=measure, config=config,
-                               done=(state or {}).get("verification", ()), on_chunk=save)
+                               done=(state or {}).get("verification", ()), on_chunk=save,
+                               accuracy_margin=accuracy_margin)
     except NoCandidateFits as exc:
         run.write_json("verified.json", selection_fields(exc.selection, budget=budget, off=None))
         raise

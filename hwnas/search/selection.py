@@ -15,7 +15,14 @@ land over the budget on the device. After the strategy returns:
    (``measured ≤ T``); a relative budget ``REF:FACTOR`` (``--latency-rel``) on its measured ratio
    to REF, the median of per-round ratios (``ratio ≤ FACTOR``), which survives a machine that
    switches speed (ratios of models timed in the same round move far less than absolute figures).
-4. The winner is the most accurate candidate within budget; none → ``NoCandidateFits``.
+4. The winner is the most accurate candidate within budget; none → ``NoCandidateFits``. "Most
+   accurate" is judged with the accuracy's sampling error: the strategy's own answer (its
+   ``best``) keeps first place against any candidate that is not more accurate by more than
+   ``accuracy_margin`` (the two-proportion test's 95% half-width on the scoring split,
+   ``tie_margin``). A supernet score on a few hundred images differs by a few points between
+   statistically tied candidates (issue 15: 0.115-0.133 on 600 images at chance level), and
+   without this rule such noise replaced the budget-targeted ProxylessNAS answer at 0.83·T by a
+   random sample at 0.71·T.
 5. Feed back: ``drift`` = median over verified candidates of measured/predicted, ``table_drift`` =
    the reference's measured/predicted; when ``|drift − 1|`` exceeds the estimator's spread (the
    median spread of the verified candidates' round medians), a ``calibration_refresh`` records
@@ -40,6 +47,42 @@ MeasureFn = Callable[[Mapping[str, dict[str, Any]], str], Any]
 
 #: Name of the reference in every measured chunk.
 REFERENCE = "reference"
+#: z of the two-sided 95% test another candidate must pass to displace the strategy's best.
+TIE_Z = 1.96
+
+
+def tie_margin(accuracy: float | None, *, n: int | None, z: float = TIE_Z) -> float:
+    """The accuracy difference two candidates scored on the same ``n`` images need to differ.
+
+    ``z · sqrt(2 · p · (1 − p) / n)``: the half-width of the Wald interval of the difference of two
+    proportions near ``p`` (the strategy's best's accuracy). 0 when ``n`` or ``p`` is unknown.
+
+    Example: p = 0.9 on n = 600 images: 1.96 · sqrt(2 · 0.9 · 0.1 / 600) = 0.0339.
+    """
+    if accuracy is None or not n or n < 1:
+        return 0.0
+    p = min(max(float(accuracy), 0.0), 1.0)
+    return float(z * np.sqrt(2.0 * p * (1.0 - p) / n))
+
+
+def prefer_best(rows: Sequence[Mapping[str, Any]], *, best: Sequence[int] | None,
+                margin: float) -> list[dict[str, Any]]:
+    """Accuracy order in which ``best`` precedes every row not more accurate by more than ``margin``.
+
+    Args:
+        rows: Candidates or verified rows (``indices``, ``accuracy``), in any order.
+        best: The strategy's best's option indices, or None (plain accuracy order).
+        margin: The accuracy difference that counts (``tie_margin``).
+    """
+    ordered = [dict(r) for r in sorted(rows, key=lambda r: _order({**r, "latency_ms": r.get(
+        "latency_ms", r.get("predicted_latency_ms"))}))]
+    key = None if best is None else [int(i) for i in best]
+    mine = next((r for r in ordered if [int(i) for i in r["indices"]] == key), None)
+    if mine is None:
+        return ordered
+    others = [r for r in ordered if r is not mine]
+    ahead = [r for r in others if _accuracy(r) > _accuracy(mine) + margin]
+    return ahead + [mine] + [r for r in others if not _accuracy(r) > _accuracy(mine) + margin]
 
 
 @dataclass(frozen=True)
@@ -189,7 +232,8 @@ def select_measured(candidates: Sequence[Mapping[str, Any]], *, best: Mapping[st
                     decode: Callable[[Sequence[int]], dict[str, Any]], reference_arch: dict[str, Any],
                     measure: MeasureFn, config: SelectionConfig,
                     done: Sequence[Mapping[str, Any]] = (),
-                    on_chunk: Callable[[list[dict[str, Any]]], None] | None = None) -> Selection:
+                    on_chunk: Callable[[list[dict[str, Any]]], None] | None = None,
+                    accuracy_margin: float = 0.0) -> Selection:
     """Measures the shortlist side by side with the reference and picks the measured winner.
 
     Args:
@@ -204,6 +248,8 @@ def select_measured(candidates: Sequence[Mapping[str, Any]], *, best: Mapping[st
         config: How many candidates, chunk size and the estimator settings.
         done: Rows (``verified_row`` plus ``estimator``) of chunks finished before an interruption.
         on_chunk: Called with every row so far after each chunk (the runner saves them to its state).
+        accuracy_margin: How much more accurate than ``best`` another candidate must be to come
+            first (``tie_margin`` of the scoring split; 0: plain accuracy order).
 
     Returns:
         The selection (``winner`` set).
@@ -234,13 +280,14 @@ def select_measured(candidates: Sequence[Mapping[str, Any]], *, best: Mapping[st
         if on_chunk is not None:
             on_chunk(list(rows))
     keep = {tuple(c["indices"]) for c in todo}
-    rows = sorted((r for r in rows if tuple(r["indices"]) in keep), key=lambda r: _order(
-        {**r, "latency_ms": r["predicted_latency_ms"]}))
+    rows = prefer_best([r for r in rows if tuple(r["indices"]) in keep],
+                       best=None if best is None else best["indices"], margin=accuracy_margin)
     return summarize(rows, budget=budget)
 
 
 def summarize(rows: list[dict[str, Any]], *, budget: Budget) -> Selection:
-    """The selection from verified rows (accuracy order): winner, reference, drift, calibration refresh."""
+    """The selection from verified rows (in preference order, ``prefer_best``): winner, reference, drift,
+    calibration refresh."""
     ref_ms = float(np.median([r["reference_measured_ms"] for r in rows]))
     ref_spread = float(np.median([r["reference_spread_pct"] for r in rows]))
     drift = float(np.median([r["measured_latency_ms"] / r["predicted_latency_ms"] for r in rows]))

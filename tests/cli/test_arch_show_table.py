@@ -35,3 +35,18 @@ def test_arch_file_without_settings_takes_the_tables_and_flags_still_win(capsys,
     rc, _, err = _show(capsys, "--space", "mobilenetv2", "--preset", "mobilenet_v2", "--table", R32,
                        "--num-classes", "1000")
     assert rc == 2 and "Logits-input:1x1x1280-output:1000" in err  # the flag wins: that key is not in the table
+
+
+def test_latency_is_the_calibrated_prediction_and_the_plain_sum_is_reported(capsys):
+    from hwnas.latency import LatencyModel
+    from hwnas.latency.calibration import calibration_path
+
+    assert calibration_path(R32).exists()  # the shipped table has a calibration
+    rc, d, err = _show(capsys, "--space", "mobilenetv2", "--preset", "mobilenet_v2", "--table", R32)
+    assert rc == 0, err
+    assert d["lut_sum_ms"] == sum(b["latency_ms"] for b in d["blocks"])  # the per-block rows add up
+    model = LatencyModel.load(R32)
+    cal = model.calibration
+    by_hand = cal.apply(lut_sum_ms=d["lut_sum_ms"], num_blocks=sum(b["key"] is not None for b in d["blocks"]))
+    assert d["calibrated"] is True and abs(d["latency_ms"] - by_hand) < 1e-9
+    assert abs(d["latency_ms"] - d["lut_sum_ms"]) > 0.05  # they differ on this table: the search uses the first

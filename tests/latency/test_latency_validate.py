@@ -132,3 +132,20 @@ def test_validate_bad_input(tmp_path, capsys):
                  "--measurements", str(old)]) == 2
     err = capsys.readouterr().err
     assert "measurements file" in err and "before the steady estimator" in err
+    # the side-by-side chunk size is checked before anything is measured
+    assert main(["latency", "validate", "--table", str(t), "--space", str(TOY_SPACE), "--samples", "2",
+                 "--chunk", "0"]) == 2
+    assert "--chunk must be a positive integer, got 0." in capsys.readouterr().err
+
+
+def test_table_measure_times_a_whole_chunk_side_by_side(monkeypatch):
+    import hwnas.profile.whole_model as wm
+
+    seen = {}
+    monkeypatch.setattr(wm, "check_measurable", lambda table, *, commands: None)
+    monkeypatch.setattr(wm, "measure_archs", lambda space, archs, **kw: seen.update(kw) or [1.0] * len(archs))
+    store = type("S", (), {"steady": None})()
+    m = wm.table_measure(None, table=None, store=store, repeats=5, warmup=1, seed=0)
+    assert m.chunk == wm.DEFAULT_CHUNK == 50
+    m = wm.table_measure(None, table=None, store=store, repeats=5, warmup=1, seed=0, chunk=130)
+    assert m([{}] * 3, "x") == [1.0] * 3 and seen["chunk"] == 130

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from hwnas.search.dnas import AlternatingConfig, ArchParams, alternate
@@ -46,3 +47,22 @@ def test_alternate_moves_alpha_and_logs_probs(tmp_path):
     assert any(abs(v - 1 / 6) > 1e-4 for v in hist[1]["probs"][0])
     assert len(hist[-1]["derived"]) == len(sp.decisions)
     assert run.load_checkpoint()["dnas"]["step"] == 4
+
+
+def test_auto_arch_lr_lets_alpha_travel_three_logits_and_never_undercuts_the_paper():
+    from hwnas.search.dnas import ARCH_TRAVEL, auto_arch_lr
+
+    assert ARCH_TRAVEL == 3.0
+    assert auto_arch_lr(1e-3, arch_steps=36) == pytest.approx(3 / 36)  # a CPU run: 0.0833
+    assert auto_arch_lr(1e-3, arch_steps=100_000) == 1e-3  # an ImageNet-sized run keeps the paper's rate
+    assert auto_arch_lr(3e-4, arch_steps=0) == 3.0  # no step: guarded, not a division by zero
+
+
+def test_arch_step_count_is_weight_steps_after_warmup():
+    from types import SimpleNamespace
+
+    from hwnas.search.dnas import arch_step_count
+
+    ds = SimpleNamespace(train=list(range(130)))  # 130 examples, batch 32, drop_last → 4 steps per epoch
+    assert arch_step_count(ds, epochs=5, warmup_epochs=1, batch_size=32) == 16
+    assert arch_step_count(ds, epochs=2, warmup_epochs=3, batch_size=32) == 0

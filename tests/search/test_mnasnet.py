@@ -14,7 +14,7 @@ from hwnas.errors import InputError
 from hwnas.jsonio import read_json
 from hwnas.latency.table import LatencyTable
 from hwnas.search.controller import ControllerConfig
-from hwnas.search.objective import mnasnet_reward
+from hwnas.search.objective import mnasnet_reward, tunas_reward
 from hwnas.search.strategies.mnasnet import MnasNet
 from hwnas.space.loader import load_space
 from tests.conftest import TOY_SPACE, read_history, run_cli, synthetic_table
@@ -71,7 +71,9 @@ def test_mnasnet_search_on_the_mnasnet_space_records_every_sample(table, tmp_pat
         if s["accuracy"] is None:  # over --params-max: not scored, reward 0
             assert s["reward"] == 0.0 and not s["feasible"]
         else:
-            assert s["reward"] == pytest.approx(mnasnet_reward(s["accuracy"], s["latency_ms"], T))
+            # the default: TuNAS's absolute reward aimed at 0.975 T, by hand
+            assert s["reward"] == pytest.approx(s["accuracy"] - 0.1 * abs(s["latency_ms"] / (0.975 * T) - 1))
+            assert s["reward"] == pytest.approx(tunas_reward(s["accuracy"], s["latency_ms"], 0.975 * T))
             assert s["feasible"] == (s["latency_ms"] <= T)
     assert any(s["accuracy"] is None for s in samples) and any(s["accuracy"] is not None for s in samples)
     for h in history[1:]:
@@ -82,8 +84,9 @@ def test_mnasnet_search_on_the_mnasnet_space_records_every_sample(table, tmp_pat
     pool = [s for s in samples if s["feasible"]] + ([summary["extra"]["greedy"]]
                                                     if summary["extra"]["greedy"]["feasible"] else [])
     assert summary["extra"]["best_reward"] == pytest.approx(max(s["reward"] for s in pool))
-    assert summary["accuracy"] == pytest.approx(mnasnet_reward(1.0, summary["predicted_latency_ms"], T) ** -1
-                                                * summary["extra"]["best_reward"])
+    best = summary["extra"]["best_reward"] + 0.1 * abs(summary["extra"]["best_reward_latency_ms"] / (0.975 * T) - 1)
+    assert summary["extra"]["reward"] == {"form": "absolute", "beta": -0.1, "target_ms": T, "aimed_ms": 0.975 * T}
+    assert summary["accuracy"] == pytest.approx(best)  # the winner is the best-reward model
     assert summary["extra"]["sampled"] == 9 and summary["extra"]["controller_steps"] == 3
 
 

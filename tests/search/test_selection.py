@@ -10,8 +10,8 @@ import pytest
 
 from hwnas.profile.steady import SteadySettings, side_by_side
 from hwnas.search.runner import parse_latency_rel
-from hwnas.search.selection import (REFERENCE, Budget, NoCandidateFits, SelectionConfig, select_measured,
-                                    selection_fields)
+from hwnas.search.selection import (REFERENCE, Budget, NoCandidateFits, SelectionConfig, prefer_best,
+                                    select_measured, selection_fields, tie_margin)
 from hwnas.errors import InputError
 
 SETTINGS = SteadySettings(rounds=3, runs_per_round=1, warmup=0)
@@ -34,14 +34,15 @@ def _measure(calls):
     return measure
 
 
-def _select(budget, *, verify=8, chunk=8, done=(), on_chunk=None, calls=None):
-    return select_measured(_candidates(), best={"indices": [0], "accuracy": 0.90, "latency_ms": 0.70,
+def _select(budget, *, verify=8, chunk=8, done=(), on_chunk=None, calls=None, best=(0,), margin=0.0):
+    acc, ms = CANDS[best]
+    return select_measured(_candidates(), best={"indices": list(best), "accuracy": acc, "latency_ms": ms,
                                                 "flops": 1.0, "params": 1.0},
                            feasible=lambda c: c["latency_ms"] <= budget.latency_ms, budget=budget,
                            decode=lambda idx: {"i": list(idx)}, reference_arch={"i": "ref"},
                            measure=_measure([] if calls is None else calls),
                            config=SelectionConfig(verify=verify, chunk=chunk, steady=SETTINGS), done=done,
-                           on_chunk=on_chunk)
+                           on_chunk=on_chunk, accuracy_margin=margin)
 
 
 ABS = Budget(latency_ms=0.8, reference="mobilenet_v2", reference_predicted_ms=0.9)
@@ -113,3 +114,28 @@ def test_none_feasible_by_prediction_measures_the_strategys_best():
     with pytest.raises(NoCandidateFits) as e:
         _select(Budget(latency_ms=0.5, reference="mobilenet_v2", reference_predicted_ms=0.9))
     assert [r["indices"] for r in e.value.selection.rows] == [[0]]
+
+
+def test_tie_margin_by_hand():
+    assert tie_margin(0.9, n=600) == pytest.approx(1.96 * (2 * 0.9 * 0.1 / 600) ** 0.5)  # 0.0339
+    assert tie_margin(0.13, n=600) == pytest.approx(0.03806, abs=1e-5)
+    assert tie_margin(None, n=600) == 0.0 and tie_margin(0.5, n=None) == 0.0 and tie_margin(1.0, n=10) == 0.0
+
+
+def test_prefer_best_keeps_the_strategys_answer_ahead_of_tied_candidates():
+    rows = [{"indices": [0], "accuracy": 0.90, "latency_ms": 0.7}, {"indices": [1], "accuracy": 0.85, "latency_ms": 0.75},
+            {"indices": [2], "accuracy": 0.80, "latency_ms": 0.6}]
+    # best (2,) at 0.80: (0,) is 0.10 more accurate (beyond a 0.06 margin), (1,) 0.05 (within it)
+    assert [r["indices"] for r in prefer_best(rows, best=[2], margin=0.06)] == [[0], [2], [1]]
+    assert [r["indices"] for r in prefer_best(rows, best=[2], margin=0.11)] == [[2], [0], [1]]
+    assert [r["indices"] for r in prefer_best(rows, best=[2], margin=0.0)] == [[0], [1], [2]]
+    assert [r["indices"] for r in prefer_best(rows, best=None, margin=0.5)] == [[0], [1], [2]]
+
+
+def test_a_tied_candidate_does_not_displace_the_strategys_best_but_a_better_one_does():
+    # the strategy's best is (1,) at 0.85 (measures 0.78 <= 0.8 ms); (0,) at 0.90 measures over budget anyway
+    assert _select(ABS, best=(1,), margin=0.0).winner["indices"] == [1]
+    relaxed = Budget(latency_ms=0.95, reference="mobilenet_v2", reference_predicted_ms=0.9)  # everything fits
+    assert _select(relaxed, best=(1,), margin=0.0).winner["indices"] == [0]  # plain accuracy order
+    assert _select(relaxed, best=(1,), margin=0.06).winner["indices"] == [1]  # +0.05 is within the noise
+    assert _select(relaxed, best=(1,), margin=0.04).winner["indices"] == [0]  # +0.05 is beyond it

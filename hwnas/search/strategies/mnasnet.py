@@ -17,10 +17,13 @@ space; the ``mnasnet`` factorized hierarchical space (Sec. 4.1) is its home.
   ``RUN/measurements.json`` and are reused on resume. A ``remote`` device is reached only with the
   user's ``--device-config`` (or ``--run-cmd``/``--parser``), never with commands from the table.
 * ``--epochs 0`` is accepted with ``--accuracy proxy`` only: no supernet is trained then.
-* Reward (``--mnas-reward``): ``soft`` (Eq. 2, α = β = −0.07; its ranking does not depend on T),
-  ``hard`` (Eq. 2, α = 0, β = −1) or ``absolute``: TuNAS's ``ACC + β·|LAT/T − 1|`` (Bender et al.,
-  CVPR 2020; β = −0.10 in its code, ``--mnas-abs-beta``), which peaks at T and so steers the
-  controller to models just under the budget as well as away from those over it.
+* Reward (``--mnas-reward``): ``absolute`` (the default): TuNAS's ``ACC + β·|LAT/T_eff − 1|``
+  (Bender et al., CVPR 2020; β = −0.10 in its code, ``--mnas-abs-beta``), which peaks at
+  ``T_eff = 0.975·T`` (the margin of the gradient strategies' budget-targeting terms,
+  ``hwnas.search.dual_ascent``) and so steers the controller to models just under the budget as
+  well as away from those over it; or the paper's Eq. 2, ``soft`` (α = β = −0.07; its ranking does
+  not depend on T, so with it winners land far under the budget: 0.55-0.58·T in
+  ``benchmarks/budget_hit.py``) or ``hard`` (α = 0, β = −1).
 * FLOPs/params limits are hard: a model over them gets reward 0 and is not scored.
 
 The run keeps every sampled model (decisions, accuracy, latency, reward) in the history, checkpoints
@@ -41,6 +44,7 @@ import torch
 
 from hwnas.errors import InputError
 from hwnas.search.controller import ControllerConfig, controller_search
+from hwnas.search.dual_ascent import DualAscentConfig
 from hwnas.search.objective import MNAS_REWARDS, TUNAS_BETA, mnasnet_reward, tunas_reward
 from hwnas.search.strategies.base import SearchContext, SearchResult, Strategy, register_strategy
 from hwnas.space import SearchSpace, build_model
@@ -53,6 +57,8 @@ if TYPE_CHECKING:
 
 #: Default controller learning rate with PPO: its several updates per batch move θ further per step.
 PPO_LR = 2e-3
+#: T_eff / T of the absolute reward: the gradient strategies' margin (``DualAscentConfig.margin``).
+ABS_MARGIN = DualAscentConfig.margin
 #: ``--mnas-reward`` choices: MnasNet's two settings of Eq. 2 and TuNAS's absolute reward.
 REWARDS = (*sorted(MNAS_REWARDS), "absolute")
 
@@ -154,9 +160,10 @@ class MnasNet(Strategy):
                        help="mnasnet: LAT(m) from the latency model, or measured on the table's device")
         g.add_argument("--mnas-steps", type=int, default=50, help="controller steps")
         g.add_argument("--mnas-archs-per-step", type=int, default=8, help="models sampled per controller step")
-        g.add_argument("--mnas-reward", choices=REWARDS, default="soft",
-                       help="reward: MnasNet Eq. 2 ACC*(LAT/T)^w with soft (alpha = beta = -0.07) or hard "
-                            "(alpha = 0, beta = -1) exponents, or absolute (TuNAS): ACC + beta*|LAT/T - 1|")
+        g.add_argument("--mnas-reward", choices=REWARDS, default="absolute",
+                       help="reward: absolute (default; TuNAS): ACC + beta*|LAT/T_eff - 1|, T_eff = 0.975*T; or "
+                            "MnasNet Eq. 2 ACC*(LAT/T)^w with soft (alpha = beta = -0.07) or hard "
+                            "(alpha = 0, beta = -1) exponents")
         g.add_argument("--mnas-abs-beta", type=float, default=TUNAS_BETA,
                        help=f"beta of the absolute reward ({TUNAS_BETA:g}, TuNAS's code)")
         g.add_argument("--mnas-alpha", type=float, default=None, help="reward exponent when LAT <= T (overrides)")
@@ -272,6 +279,7 @@ class MnasNet(Strategy):
         accuracy = self._accuracy_fn(ctx, proxy_cache)
         c = ctx.constraints
         target = float(c.latency_ms)
+        aimed = ABS_MARGIN * target  # ms, T_eff of the absolute reward
 
         def evaluate_batch(idx: np.ndarray) -> list[dict[str, Any]]:
             lat, flops, params = ctx.costs.all(idx)  # predicted ms, FLOPs, params: (K,)
@@ -287,7 +295,7 @@ class MnasNet(Strategy):
                 if hard[k]:
                     used = float(measured[k]) if measure is not None else float(lat[k])
                     rec["accuracy"] = float(accuracy(i))
-                    rec["reward"] = float(tunas_reward(rec["accuracy"], used, target, beta=self.abs_beta)
+                    rec["reward"] = float(tunas_reward(rec["accuracy"], used, aimed, beta=self.abs_beta)
                                           if self.reward == "absolute" else
                                           mnasnet_reward(rec["accuracy"], used, target, alpha=self.alpha,
                                                          beta=self.beta))
@@ -327,7 +335,8 @@ class MnasNet(Strategy):
                               if self.accuracy == "supernet" else
                               "top-1 on the arch-validation split after proxy training from scratch"),
             "latency_source": "latency model (predicted)" if measure is None else "measured on the table's device",
-            "reward": ({"form": "absolute", "beta": self.abs_beta, "target_ms": target} if self.reward == "absolute"
+            "reward": ({"form": "absolute", "beta": self.abs_beta, "target_ms": target, "aimed_ms": aimed}
+                       if self.reward == "absolute"
                        else {"alpha": self.alpha, "beta": self.beta, "target_ms": target}),
             "best_reward": best["reward"], "best_reward_latency_ms": _used_latency(best),
             "best_measured_latency_ms": best["measured_latency_ms"],

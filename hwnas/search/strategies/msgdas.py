@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from hwnas.errors import InputError
 from hwnas.plots import alpha_heatmap
-from hwnas.search.dnas import AlternatingConfig, ArchParams, alternate
+from hwnas.search.dnas import ARCH_TRAVEL, AlternatingConfig, ArchParams, alternate, arch_step_count, auto_arch_lr
 from hwnas.search.dual_ascent import TARGET_FORMS, BudgetTerm, DualAscentConfig
 from hwnas.search.objective import proxyless_add_loss, proxyless_mul_loss
 from hwnas.search.strategies.base import SearchContext, SearchResult, Strategy, register_strategy
@@ -46,6 +46,8 @@ from hwnas.supernet import DropBlockSchedule, SuperNet, drop_block, gumbel_topk
 from hwnas.train import classification_loss, num_batches
 
 PHASE = "msgdas"
+#: MSG-DAS's Adam learning rate of α (Sec. 4.2), the floor of the automatic one.
+PAPER_ARCH_LR = 3e-4
 LATENCY_LOSSES = ("target", "tfnas", "mul", "add", "none")
 
 
@@ -59,7 +61,8 @@ class MsgdasConfig:
         tau_end: Temperature at the last step (linear in between).
         lambda_max: Super-net guidance weight λ at the last step (linear from 0; Table 4 best: 0.01).
         dropblock: DropBlock-identity schedule (ratio 0, then step-wise up to its maximum).
-        arch_lr: Adam learning rate of α.
+        arch_lr: Adam learning rate of α; None (default): ``hwnas.search.dnas.auto_arch_lr`` of the
+            paper's ``PAPER_ARCH_LR`` (3e-4, Sec. 4.2) for the run's number of architecture steps.
         arch_betas: Adam betas of α.
         arch_weight_decay: Weight decay of α.
         weight_decay: Weight decay of the supernet weights (SGD, cosine schedule, momentum 0.9).
@@ -77,7 +80,7 @@ class MsgdasConfig:
     tau_end: float = 1.0
     lambda_max: float = 0.01
     dropblock: DropBlockSchedule = field(default_factory=DropBlockSchedule)
-    arch_lr: float = 3e-4
+    arch_lr: float | None = None
     arch_betas: tuple[float, float] = (0.5, 0.999)
     arch_weight_decay: float = 1e-4
     weight_decay: float = 3e-4
@@ -95,7 +98,7 @@ class MsgdasConfig:
             (self.tau_start > 0 and self.tau_end > 0,
              f"--msgdas-tau-start and --msgdas-tau-end must be positive, got {self.tau_start} and {self.tau_end}."),
             (self.lambda_max >= 0, f"--msgdas-lambda must be >= 0, got {self.lambda_max}."),
-            (self.arch_lr > 0, f"--msgdas-arch-lr must be positive, got {self.arch_lr}."),
+            (self.arch_lr is None or self.arch_lr > 0, f"--msgdas-arch-lr must be positive, got {self.arch_lr}."),
             (all(0 <= b < 1 for b in self.arch_betas),
              f"--msgdas-arch-betas must be in [0, 1), got {self.arch_betas}."),
             (self.arch_weight_decay >= 0 and self.weight_decay >= 0,
@@ -229,7 +232,9 @@ class Msgdas(Strategy):
         p.add_argument("--msgdas-dropblock-steps", type=int, default=db.steps,
                        help="MSG-DAS: increments of the step-wise DropBlock ratio")
         p.add_argument("--msgdas-dropblock-size", type=int, default=db.block_size, help="MSG-DAS: DropBlock block side")
-        p.add_argument("--msgdas-arch-lr", type=float, default=c.arch_lr, help="MSG-DAS: Adam learning rate of alpha")
+        p.add_argument("--msgdas-arch-lr", type=float, default=c.arch_lr,
+                       help=f"MSG-DAS: Adam learning rate of alpha (default: max({PAPER_ARCH_LR:g}, "
+                            f"{ARCH_TRAVEL:g}/architecture steps), so alpha can move in a short run)")
         p.add_argument("--msgdas-arch-betas", type=float, nargs=2, default=list(c.arch_betas), metavar=("B1", "B2"),
                        help="MSG-DAS: Adam betas of alpha")
         p.add_argument("--msgdas-arch-weight-decay", type=float, default=c.arch_weight_decay,
@@ -289,8 +294,11 @@ class Msgdas(Strategy):
         supernet, ds, predictor, tc = ctx.supernet, ctx.dataset, ctx.predictor, ctx.train_config
         self.check_space(ctx.space)
         arch = ArchParams(ctx.space.num_options)
+        a_lr = cfg.arch_lr if cfg.arch_lr is not None else auto_arch_lr(
+            PAPER_ARCH_LR, arch_steps=arch_step_count(ds, epochs=tc.epochs, warmup_epochs=cfg.warmup_epochs,
+                                                      batch_size=tc.batch_size))
         loop = AlternatingConfig(epochs=tc.epochs, batch_size=tc.batch_size, w_lr=tc.lr, w_momentum=0.9, w_nesterov=False,
-                                 w_weight_decay=cfg.weight_decay, a_lr=cfg.arch_lr, a_betas=cfg.arch_betas,
+                                 w_weight_decay=cfg.weight_decay, a_lr=a_lr, a_betas=cfg.arch_betas,
                                  a_weight_decay=cfg.arch_weight_decay, warmup_epochs=cfg.warmup_epochs,
                                  checkpoint_every=tc.checkpoint_every)
         total = num_batches(ds.train, batch_size=tc.batch_size, drop_last=True) * tc.epochs
@@ -352,9 +360,10 @@ class Msgdas(Strategy):
                   weight_step=weight_step, arch_step=arch_step, state=ctx.state, on_epoch=on_epoch,
                   extra_state=lambda: {} if term is None else {"strategy": {"term": term.state()}},
                   after_arch_step=None if term is None or term.form != "target" else after_arch_step)
-        return self._derive(ctx, arch, term=term)
+        return self._derive(ctx, arch, term=term, arch_lr=a_lr)
 
-    def _derive(self, ctx: SearchContext, arch: ArchParams, *, term: BudgetTerm | None) -> SearchResult:
+    def _derive(self, ctx: SearchContext, arch: ArchParams, *, term: BudgetTerm | None,
+                arch_lr: float) -> SearchResult:
         """Argmax α, scored with the supernet's weights, plus per-epoch derived and sampled candidates."""
         history = [h for h in ctx.run.history() if h.get("phase") == PHASE]
         heatmap = None
@@ -386,5 +395,5 @@ class Msgdas(Strategy):
         extra = {"k": self.config.k, "gdas": self.config.k == 1, "derived": [int(v) for v in derived],
                  "derived_feasible": bool(ctx.feasible(derived[None])[0]), "expected_latency_ms": expected,
                  "final_probs": arch.snapshot(), "heatmap": heatmap, "latency_loss": self.config.latency_loss,
-                 "lambda": None if term is None else term.lam}
+                 "lambda": None if term is None else term.lam, "arch_lr": arch_lr}
         return SearchResult(best=derived, score=candidates[0]["accuracy"], candidates=candidates, extra=extra)

@@ -66,9 +66,9 @@ import torch
 
 from hwnas.errors import InputError
 from hwnas.plots import alpha_heatmap
-from hwnas.search.dnas import AlternatingConfig, ArchParams, alternate
+from hwnas.search.dnas import AlternatingConfig, ArchParams, alternate, arch_step_count, auto_arch_lr
 from hwnas.search.dual_ascent import BudgetTerm
-from hwnas.search.proxyless_steps import ArchObjective, ProxylessConfig, ProxylessSteps
+from hwnas.search.proxyless_steps import PAPER_ARCH_LR, ArchObjective, ProxylessConfig, ProxylessSteps
 from hwnas.search.strategies.base import SearchContext, SearchResult, Strategy, register_strategy
 from hwnas.space import is_ref, load_space
 from hwnas.supernet import check_mixable, sample_path
@@ -133,8 +133,11 @@ class Proxyless(Strategy):
         if train.epochs > 0 and warmup >= train.epochs:
             raise InputError(f"--proxyless-warmup-epochs {warmup} leaves no epoch of --epochs {train.epochs} "
                              f"for architecture steps.")
+        a_lr = cfg.arch_lr if cfg.arch_lr is not None else auto_arch_lr(
+            PAPER_ARCH_LR, arch_steps=arch_step_count(ds, epochs=train.epochs, warmup_epochs=warmup,
+                                                      batch_size=train.batch_size))
         acfg = AlternatingConfig(epochs=train.epochs, batch_size=train.batch_size, w_lr=train.lr,
-                                 w_momentum=train.momentum, w_weight_decay=train.weight_decay, a_lr=cfg.arch_lr,
+                                 w_momentum=train.momentum, w_weight_decay=train.weight_decay, a_lr=a_lr,
                                  a_betas=(0.0, 0.999), warmup_epochs=warmup, checkpoint_every=train.checkpoint_every)
         arch = ArchParams(space.num_options)
         stepper = ProxylessSteps(cfg=cfg, supernet=supernet, arch=arch, objective=objective, state=saved)
@@ -157,9 +160,10 @@ class Proxyless(Strategy):
                   arch_step=stepper.arch_gradient if cfg.mode == "gradient" else stepper.arch_reinforce,
                   state=ctx.state, extra_state=lambda: {"strategy": stepper.state()},
                   on_epoch=on_epoch, after_arch_step=stepper.after_arch_step if cfg.mode == "gradient" else None)
-        return self._finish(ctx, arch, predictor, term=stepper.term)
+        return self._finish(ctx, arch, predictor, term=stepper.term, arch_lr=a_lr)
 
-    def _finish(self, ctx: SearchContext, arch: ArchParams, predictor: Any, *, term: BudgetTerm | None) -> SearchResult:
+    def _finish(self, ctx: SearchContext, arch: ArchParams, predictor: Any, *, term: BudgetTerm | None,
+                arch_lr: float) -> SearchResult:
         space = ctx.space
         history = [h for h in ctx.run.history() if h.get("phase") == PHASE and "probs" in h]
         heatmap = None
@@ -191,7 +195,7 @@ class Proxyless(Strategy):
         gradient = self.config.mode == "gradient"
         extra = {"mode": self.config.mode, "loss": self.config.loss if gradient else "reward",
                  "rl_reward": None if gradient else self.config.rl_reward,
-                 "lambda": None if term is None else term.lam,
+                 "lambda": None if term is None else term.lam, "arch_lr": arch_lr,
                  "end_point": "argmax" if np.array_equal(derived, argmax) else "visited argmax nearest under T",
                  "aimed_latency_ms": self._aimed(float(ctx.constraints.latency_ms)),
                  "expected_latency_ms": e_lat, "derived_latency_ms": lat, "budget_ms": target,
