@@ -16,8 +16,38 @@ torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
-SHARED = ROOT.parent / "shared"
+#: The shared folder beside the checkout (``../shared``); ``HWNAS_SHARED`` points elsewhere (e.g. a
+#: missing folder, to check that CI fails without the published reference files).
+SHARED = Path(os.environ.get("HWNAS_SHARED") or ROOT.parent / "shared")
+#: The published latency tables and architectures the importer tests read (``../shared/reference``).
+REFERENCE = SHARED / "reference"
 TOY_SPACE = DATA / "toy_space.json"
+
+
+def in_ci() -> bool:
+    """Whether the suite runs in CI (``CI=true``, as CI services set it)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def shared_reference(*parts: str) -> Path:
+    """A path under ``../shared/reference``; when it is absent the test skips, or FAILS under ``CI=true``.
+
+    The importer and architecture-import tests are the only tests of those modules: a CI run
+    without the reference files must not pass silently.
+    """
+    path = REFERENCE.joinpath(*parts)
+    if not path.exists():
+        why = f"{path} is not present (the published reference files, ../shared/reference)"
+        if in_ci():
+            pytest.fail(f"{why}; CI=true needs them: these are the only tests of the importers", pytrace=False)
+        pytest.skip(why)
+    return path
+
+
+@pytest.fixture
+def reference() -> Path:
+    """``../shared/reference`` (``shared_reference``: skip locally, fail in CI when absent)."""
+    return shared_reference()
 
 
 @pytest.fixture

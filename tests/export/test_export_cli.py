@@ -136,3 +136,17 @@ def test_dynamic_int8_reports_measured_latency(tmp_path, toy_space):
     assert card["int8"]["measured_latency_ms"] == rows["int8 dynamic ONNX"]["measured_ms"] > 0
     assert "accuracy_after" not in card["int8"]  # no weights, no data: no accuracy claimed
     assert read_metadata(tmp_path / "q" / "q.int8.onnx")["quantization"]["mode"] == "dynamic"
+    # the int8 file is quantized (integer kernels), and computes what the fp32 file computes: on 32
+    # random images its logits stay within 10% of the fp32 logits' spread, while different images'
+    # fp32 logits differ by several times that error (a constant or mis-scaled model fails)
+    fp32, int8 = (ort_session(tmp_path / "q" / name) for name in ("q.onnx", "q.int8.onnx"))
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "q" / "q.int8.onnx")).graph.node}
+    assert ops & {"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"}, ops
+    xs = np.random.default_rng(0).standard_normal((32, 1, 3, 16, 16)).astype(np.float32)
+    want = np.concatenate([fp32.run(None, {"input": x})[0] for x in xs])  # 32, 10
+    got = np.concatenate([int8.run(None, {"input": x})[0] for x in xs])
+    scale = float(want.max() - want.min())
+    err = float(np.abs(got - want).max())
+    assert scale > 0 and err <= 0.1 * scale, (err, scale)
+    between = float(np.abs(want - want.mean(axis=0)).max())  # how much images change the logits
+    assert between > 3 * err, (between, err)

@@ -9,18 +9,19 @@ import pytest
 from hwnas.errors import InputError
 from hwnas.latency.model import LatencyModel
 from hwnas.space.loader import load_space
-from tests.conftest import SHARED
+from tests.conftest import shared_reference
 
-PIXEL1 = SHARED / "reference" / "latency_tables" / "proxylessnas_pixel1_mobile_trim.yaml"
-MOBILE = SHARED / "reference" / "architectures" / "proxyless_mobile.json"
-pytestmark = pytest.mark.skipif(not PIXEL1.exists(), reason="shared reference tables not present")
+PIXEL1 = ("latency_tables", "proxylessnas_pixel1_mobile_trim.yaml")
+MOBILE = ("architectures", "proxyless_mobile.json")
 
 
 @pytest.fixture(scope="module")
 def pixel1():
+    """The Pixel-1 table (skips when ../shared/reference is absent; fails under CI=true)."""
     from hwnas.latency.importers import import_proxyless_yaml
 
-    return import_proxyless_yaml(PIXEL1)
+    shared_reference(*MOBILE)
+    return import_proxyless_yaml(shared_reference(*PIXEL1))
 
 
 def test_proxyless_mobile_three_missing_blocks_estimated(pixel1):
@@ -28,7 +29,7 @@ def test_proxyless_mobile_three_missing_blocks_estimated(pixel1):
     model = LatencyModel.from_table(pixel1)
     pred = model.predict(sp.preset("proxyless_mobile"), space=sp)
     # the reference lists which of the net's blocks the Pixel-1 table lacks (stage 1 is 32 wide, not 24)
-    ref = json.loads(MOBILE.read_text())
+    ref = json.loads(shared_reference(*MOBILE).read_text())
     absent = [b for b in ref["blocks"] if b.get("in_pixel1_lut") is False]
     assert len(pred.estimated) == len(absent) == 3
     for key, b in zip(pred.estimated, absent):
@@ -50,7 +51,14 @@ def test_every_table_arch_is_looked_up_exactly(pixel1):
     model = LatencyModel.from_table(pixel1)
     pred = model.predict(sp.preset("proxyless_mobile_ops"), space=sp)
     assert pred.estimated == []
-    assert pred.lut_sum_ms == pytest.approx(sum(pixel1.ms(r["key"]) for r in pred.per_block if r["key"]))
+    assert [r["source"] for r in pred.per_block if r["key"]] == ["table"] * 23
+    # by hand from the YAML: the 23 keys of Proxyless-mobile at the space's widths (stem, 20 blocks -- 3 of
+    # them the width-24 counterparts of the released net's width-32 blocks --, Conv_1, Logits), written out
+    # from ../shared/reference/architectures/proxyless_mobile.json's lut_key fields by a one-off script and
+    # their published means summed: 63.705 ms (the 20 present entries) + 7.519 + 6.273 + 5.026 ms
+    # (PROVENANCE.md); the same figure as test_latency_import's lookup_sum
+    assert pred.lut_sum_ms == pytest.approx(82.52386035896993, abs=1e-6)
+    assert pred.latency_ms == pred.lut_sum_ms  # no calibration: the table's sum is the prediction
 
 
 def test_imported_table_at_224_refuses_another_resolution(pixel1):

@@ -54,13 +54,40 @@ def test_ort_cpu_profile_cli_and_prediction_from_the_table(tmp_path):
     assert total == pytest.approx(want)
 
 
-def test_torch_cpu_profile_cli_channels_last(tmp_path):
+def test_torch_cpu_profile_cli_channels_last(tmp_path, capsys, monkeypatch):
     out = tmp_path / "torch.json"
     data = cli_json("profile", "--space", str(TOY_SPACE), "--backend", "torch-cpu", "--channels-last",
                     "--repeats", "4", "--warmup", "1", "--out", str(out))
     assert data["entries"] == 4 and data["exported"] == 0  # eager: nothing exported
     table = _check_table(out, backend="torch-cpu", repeats=4)
     assert table.device["channels_last"] is True
+    # the same command in process, with a spy on every timed run: what the timed module is given and
+    # holds is NHWC (channels_last) with the flag, and NCHW without it
+    from hwnas.cli.main import main
+    from hwnas.profile import torch_cpu
+
+    seen: list[tuple[bool, bool, bool | None]] = []
+    timed = torch_cpu._TorchRunner.run_once
+
+    def spy(self):
+        weights = [p for p in self.module.parameters() if p.dim() == 4]
+        seen.append((self.x.is_contiguous(memory_format=torch.channels_last), self.x.is_contiguous(),
+                     all(p.is_contiguous(memory_format=torch.channels_last) for p in weights) if weights else None))
+        return timed(self)
+
+    monkeypatch.setattr(torch_cpu._TorchRunner, "run_once", spy)
+    for flag, name in ((["--channels-last"], "nhwc.json"), ([], "nchw.json")):
+        seen.clear()
+        code = main(["profile", "--space", str(TOY_SPACE), "--backend", "torch-cpu", *flag, "--repeats", "4",
+                     "--warmup", "1", "--remeasure", "0", "--out", str(tmp_path / name), "--json"])
+        assert code == 0, capsys.readouterr().err
+        assert len(seen) >= 4 * 4  # 4 blocks, 4 timed runs each (and the warm-up)
+        if flag:
+            assert all(x_nhwc and not x_nchw and w_nhwc in (True, None) for x_nhwc, x_nchw, w_nhwc in seen), seen
+            assert sum(w is True for *_, w in seen) >= 3 * 4  # the conv blocks' weights (the classifier has none)
+        else:
+            assert all(x_nchw and not x_nhwc for x_nhwc, x_nchw, _ in seen), seen
+    capsys.readouterr()
 
 
 def test_cuda_without_gpu_exits_2_with_a_clear_message(tmp_path):
@@ -76,11 +103,42 @@ def test_cuda_without_gpu_exits_2_with_a_clear_message(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_cuda_measures_for_real(dtype):
+    torch.manual_seed(0)
     conv = torch.nn.Conv2d(64, 64, 3, padding=1)
-    e = measure_module(conv, input_shape=(1, 64, 56, 56), config=BackendConfig(backend="cuda", dtype=dtype),
+    shape = (8, 64, 112, 112)  # 7.4 GFLOP: GPU work well above the launch overhead
+    e = measure_module(conv, input_shape=shape, config=BackendConfig(backend="cuda", dtype=dtype),
                        repeats=20, warmup=5)
     assert e["count"] == 20 * e["attempts"] and 0 < e["steady_ms"] < 50
     assert next(conv.parameters()).device.type == "cpu"  # the caller's module is left where it was
+    # the same conv timed here, independently, with CUDA events around each run (cuDNN autotuned as
+    # the backend does): the backend's steady figure is within a factor 2 of the events' median
+    ref = _cuda_event_median_ms(conv, shape, dtype=getattr(torch, dtype))
+    assert 0.5 < e["steady_ms"] / ref < 2.0, (e["steady_ms"], ref)
+
+
+def _cuda_event_median_ms(module, shape, *, dtype, warmup: int = 10, repeats: int = 50) -> float:
+    import copy
+    import statistics
+
+    m = copy.deepcopy(module).eval().to(device="cuda", dtype=dtype)
+    x = torch.randn(shape, device="cuda", dtype=dtype)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    prev, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, True
+    times = []
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                m(x)
+            for _ in range(repeats):
+                torch.cuda.synchronize()
+                start.record()
+                m(x)
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+    finally:
+        torch.backends.cudnn.benchmark = prev
+    return statistics.median(times)
 
 
 def test_unknown_backend_and_bad_dtype_are_input_errors(tmp_path):

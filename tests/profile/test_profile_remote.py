@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -21,6 +23,7 @@ from hwnas.profile.backend import BackendConfig
 from hwnas.profile.device_config import RemoteCommands
 from hwnas.profile.measure import measure_module, measure_onnx_file
 from hwnas.profile.parsers import get_parser
+from hwnas.profile.profiler import file_id
 from hwnas.space.blocks import op_key
 from hwnas.space.loader import load_space
 from tests.conftest import TOY_SPACE, cli_json, run_cli
@@ -72,18 +75,42 @@ def _remote_args(device_dir: Path, runs: int = 20, sleep: float = 0.0) -> list[s
             "--parser", "ort-perf-test"]
 
 
+#: Runs a command, appends its stdout to a log file (argv[1]) and passes the output on: a record of
+#: exactly what the stand-in device printed for each run.
+TEE = """import subprocess, sys
+r = subprocess.run(sys.argv[2:], capture_output=True, text=True)
+with open(sys.argv[1], "a") as f:
+    f.write(r.stdout)
+sys.stdout.write(r.stdout)
+sys.stderr.write(r.stderr)
+sys.exit(r.returncode)
+"""
+
+
 def test_remote_profile_through_the_stand_in_device(tmp_path):
-    dev = tmp_path / "device"
+    dev, logs = tmp_path / "device", tmp_path / "logs"
     dev.mkdir()
+    logs.mkdir()
+    tee = tmp_path / "tee.py"
+    tee.write_text(TEE)
     out = tmp_path / "remote.json"
-    data = cli_json("profile", "--space", str(TOY_SPACE), *_remote_args(dev), "--repeats", "2", "--warmup", "0",
+    run = f"{sys.executable} {tee} {logs}/{{stem}}.log {sys.executable} {FAKE} -r 20 -x {{threads}} {dev}/{{name}}"
+    data = cli_json("profile", "--space", str(TOY_SPACE), "--backend", "remote", "--push-cmd", f"cp {{model}} {dev}/",
+                    "--run-cmd", run, "--parser", "ort-perf-test", "--repeats", "2", "--warmup", "0",
                     "--remeasure", "0", "--device-name", "stand-in", "--out", str(out))
     table = LatencyTable.load(out)
     sp = load_space(TOY_SPACE)
     assert data["entries"] == 4 and set(table.entries) == {op_key(b) for b in sp.all_blocks()}
     assert len(list(dev.glob("*.onnx"))) == 4  # one pushed ONNX file per block
-    for e in table.entries.values():
-        assert e["count"] == 2 and 0 < e["median_ms"] < 100
+    # each entry holds what the stand-in printed for that block's file: its two runs' "Average
+    # inference time cost" lines (read here with a regex, not with hwnas's parser), in ms
+    for key, e in table.entries.items():
+        printed = [float(v) for v in re.findall(r"^Average inference time cost: (\S+) ms$",
+                                                (logs / f"{file_id(key)}.log").read_text(), re.M)]
+        assert len(printed) == 2 and e["count"] == 2, (key, printed)
+        assert e["median_ms"] == pytest.approx(statistics.median(printed), rel=1e-9)
+        assert e["mean_ms"] == pytest.approx(statistics.mean(printed), rel=1e-9)
+        assert 0 < e["median_ms"] < 100
     d = table.device
     assert d["name"] == "stand-in" and d["parser"] == "ort-perf-test"
     assert not {"push_cmd", "run_cmd", "info_cmd"} & set(d)  # a table records what measured it, never commands

@@ -1,22 +1,40 @@
-"""``make demo`` in CI-sized form: the whole main job through the real CLI."""
+"""``make demo`` in CI-sized form: the whole main job through the CLI's ``demo`` command.
+
+The quick demo's own budget (0.8 x mobilenet_v2) is a claim about the machine: on a busy CI VM
+both verified candidates can measure over it, and the run then rightly exits 1. This test is about
+the pipeline, so it runs ``hwnas demo --quick`` in process with two sizes changed
+(``DemoConfig.quick`` patched): a budget of 2 x mobilenet_v2, which every architecture of the space
+meets by prediction (the largest is predicted about 1.2-1.3x mobilenet_v2 by the shipped 32-px
+table), so measured selection succeeds on any machine that times models side by side; and
+enough retraining epochs that the held-out accuracy is well above chance (0.1).
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
-from tests.conftest import run_cli
+#: Budget factor of the test: 2 x mobilenet_v2 (the largest factor --latency-rel accepts).
+BUDGET_FACTOR = 2.0
+#: Retraining epochs of the winner (the quick demo's 1 epoch stays at chance, 0.12 held out; 10 epochs: 0.88).
+TRAIN_EPOCHS = 10
 
 
 @pytest.mark.slow
-def test_quick_demo_end_to_end(tmp_path):
+def test_quick_demo_end_to_end(tmp_path, capsys, monkeypatch):
+    from hwnas.cli.demo import DemoConfig
+    from hwnas.cli.main import main
+
+    quick = DemoConfig.quick
+    monkeypatch.setattr(DemoConfig, "quick", classmethod(
+        lambda cls: replace(quick(), budget_factor=BUDGET_FACTOR, train_epochs=TRAIN_EPOCHS)))
     run, export = tmp_path / "runs" / "demo", tmp_path / "export" / "demo"
-    r = run_cli("demo", "--quick", "--run", str(run), "--export", str(export), "--json", timeout=900)
-    if r.returncode == 1 and "no candidate meets the latency budget measured" in r.stderr:
-        pytest.skip("this machine measured both verified candidates over 0.8x mobilenet_v2 (3 rounds in CI size)")
-    assert r.returncode == 0, r.stderr[-3000:]
-    report = json.loads(r.stdout)
+    code = main(["demo", "--quick", "--run", str(run), "--export", str(export), "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err[-3000:]  # no skip, no accepted exit 1: this budget is met measured
+    report = json.loads(out.out)
     summary = json.loads((run / "summary.json").read_text())
     card = json.loads((export / "card.json").read_text())
     assert (export / "model.onnx").is_file() and (run / "best_arch.json").is_file()
@@ -24,8 +42,12 @@ def test_quick_demo_end_to_end(tmp_path):
     assert report["constraints_met"] and report["predicted_latency_ms"] <= report["latency_budget_ms"]
     assert report["max_abs_diff"] <= 1e-4
     assert report["latency_source"] == "measured" and report["constraints_judged_on"] == "measured"
-    assert report["budget_factor"] == 0.8 and report["reference_preset"] == "mobilenet_v2"
-    assert report["latency_budget_ms"] == pytest.approx(0.8 * report["reference_predicted_ms"])
-    assert report["measured_ratio"] <= 0.8 and report["measured_latency_ms"] > 0
+    assert report["budget_factor"] == BUDGET_FACTOR and report["reference_preset"] == "mobilenet_v2"
+    assert report["latency_budget_ms"] == pytest.approx(BUDGET_FACTOR * report["reference_predicted_ms"])
+    assert report["measured_ratio"] <= BUDGET_FACTOR and report["measured_latency_ms"] > 0
+    assert report["reference_measured_ms"] > 0
     assert report["export_measured_latency_ms"] > 0 and 1 <= report["verified"] <= 2
+    # the retrained winner learned the digits: chance is 0.1 (10 classes)
+    assert report["retrained_accuracy"] > 0.5
+    assert json.loads((run / "retrain" / "summary.json").read_text())["epochs"] == TRAIN_EPOCHS
     assert report["onnx_accuracy"] == pytest.approx(report["retrained_accuracy"])  # same held-out images

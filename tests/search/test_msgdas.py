@@ -166,10 +166,36 @@ def test_guidance_pass_builds_no_autograd_graph(toy):
         sub = sn.weighted_forward(x, _onehot(sp, [0, 0, 0]))
         assert len(saved) > 0  # control: a sub-graph forward with grad does keep activations
     assert soft.grad_fn is None and not soft.requires_grad
+    assert sub.grad_fn is not None
     assert torch.allclose(soft.sum(1), torch.ones(4))
-    mixed = sn.weighted_forward(x, [p.detach() for p in arch.probs()])  # the same mixture, with a graph
-    assert mixed.grad_fn is not None and sub.grad_fn is not None
-    assert torch.allclose(soft, torch.softmax(mixed, 1), atol=1e-6)
+    # against the DARTS mixture computed here: softmax(α) by hand, then slot by slot
+    # h ← Σ_o p_o · block_o(h) with each block_o taken from the standalone extracted path that uses o
+    e = torch.exp(torch.tensor(1.0))
+    probs = [torch.full((n,), 1.0 / n) for n in sp.num_options]  # α = 0: uniform
+    probs[2] = torch.stack([e, torch.tensor(1.0), 1 / e]) / (e + 1 + 1 / e)  # α = (1, 0, -1)
+    assert [len(slot.decisions) for slot in sn.slots] == [0, 1, 1, 1, 0]  # stem, l1, l2, l3, classifier
+
+    def block_of(idx, slot):
+        model = sn.extract(idx)
+        return next(m for m, b in zip(model.blocks, model.specs) if b.slot == slot.name)
+
+    h = x
+    with torch.no_grad():
+        for slot in sn.slots:
+            if not slot.decisions:
+                h = block_of([0, 0, 0], slot)(h)
+                continue
+            (d,) = slot.decisions
+            mixed = torch.zeros(())
+            for o in range(sp.num_options[d]):
+                idx = [0, 0, 0]
+                idx[d] = o
+                mixed = mixed + probs[d][o] * block_of(idx, slot)(h)  # skip options: nn.Identity
+            h = mixed
+        expected = torch.softmax(h, 1)
+    assert torch.allclose(soft, expected, atol=1e-6)
+    single = torch.softmax(sn(x, [0, 0, 0]), 1).detach()
+    assert not torch.allclose(soft, single, atol=1e-3)  # a mixture, not the first path
 
 
 def test_guidance_term_is_eq7_cross_entropy_with_the_soft_labels(toy):
@@ -194,7 +220,9 @@ def test_tau_and_guidance_schedules_are_linear():
     assert [c.guidance_weight(s, 10) for s in (0, 3, 9)] == pytest.approx([0.0, 0.02 / 3, 0.02])
     d = MsgdasConfig()
     assert (d.k, d.tau_start, d.tau_end, d.arch_lr, d.arch_betas, d.arch_weight_decay, d.weight_decay) == \
-        (2, 10.0, 1.0, 3e-4, (0.5, 0.999), 1e-4, 3e-4)  # Sec. 4.2
+        (2, 10.0, 1.0, None, (0.5, 0.999), 1e-4, 3e-4)  # Sec. 4.2; arch_lr None: max(3e-4, 3 / arch steps)
+    from hwnas.search.strategies.msgdas import PAPER_ARCH_LR
+    assert PAPER_ARCH_LR == 3e-4
 
 
 def test_k_larger_than_a_decision_and_unmixable_spaces_are_input_errors():

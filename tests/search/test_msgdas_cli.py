@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+import torch.nn.functional as F
 
 from tests.conftest import read_history, run_cli, search_runner
 
@@ -53,17 +55,77 @@ def test_mobilenet_space_latency_loss_pulls_expected_latency_down(tables, tmp_pa
     assert cfg["k"] == 2 and cfg["latency_loss"] == "add" and cfg["dropblock"]["max_ratio"] == 0.2
 
 
-def test_shufflenet_space_all_four_exclusive_subgraphs_with_guidance(tables, tmp_path):
+def test_shufflenet_space_all_four_exclusive_subgraphs_with_guidance(tables, tmp_path, capsys, monkeypatch):
+    """In process (``hwnas.cli.main.main``), with spies on the step's pieces (they call the real
+    functions and change nothing): every step's K = 4 sub-graphs take the 4 options of every
+    decision once each, and from the step where λ > 0 each sub-graph's loss is
+    CE + λ · CE(p_super, p_sub) with that guidance term non-zero."""
+    import hwnas.search.strategies.msgdas as msgdas
+    from hwnas.cli.main import main
+
+    steps, ces, sces = [], [], []
+    orig = {n: getattr(msgdas, n) for n in ("sample_subgraphs", "subgraph_losses", "classification_loss",
+                                            "soft_cross_entropy")}
+
+    def sample_spy(alphas, k, tau, **kw):
+        rows = orig["sample_subgraphs"](alphas, k, tau, **kw)
+        steps.append({"options": [r.detach().argmax(-1).tolist() for r in rows],  # per decision, K options
+                      "onehot": all(torch.allclose(r.detach(), F.one_hot(r.detach().argmax(-1), r.shape[-1]).to(r.dtype),
+                                                   atol=1e-6) for r in rows)})
+        return rows
+
+    def losses_spy(supernet, x, y, rows, *, soft, lam, identity_fn):
+        n_ce, n_sce = len(ces), len(sces)
+        losses, acc = orig["subgraph_losses"](supernet, x, y, rows, soft=soft, lam=lam, identity_fn=identity_fn)
+        steps[-1].update(lam=lam, losses=[float(v.detach()) for v in losses], ce=ces[n_ce:], sce=sces[n_sce:],
+                         soft_rows_sum=None if soft is None else soft.sum(1).tolist())
+        return losses, acc
+
+    def ce_spy(logits, y, *a, **kw):
+        out = orig["classification_loss"](logits, y, *a, **kw)
+        ces.append(float(out.detach()))
+        return out
+
+    def sce_spy(logits, target):
+        out = orig["soft_cross_entropy"](logits, target)
+        sces.append(float(out.detach()))
+        return out
+
+    for name, fn in (("sample_subgraphs", sample_spy), ("subgraph_losses", losses_spy),
+                     ("classification_loss", ce_spy), ("soft_cross_entropy", sce_spy)):
+        monkeypatch.setattr(msgdas, name, fn)
     run = tmp_path / "shuffle"
-    r = _search("--space", "spos-shufflenet", "--table", str(tables["spos-shufflenet"]), "--latency-ms", "1",
-                "--epochs", "1", "--out", str(run), "--msgdas-k", "4", "--msgdas-lambda", "0.5",
-                "--data-limit", "64", "--batch-size", "32")
-    assert r.returncode == 0, r.stderr
-    summary = json.loads(r.stdout)
+    rc = main(["search", *COMMON, "--space", "spos-shufflenet", "--table", str(tables["spos-shufflenet"]),
+               "--latency-ms", "1", "--epochs", "1", "--out", str(run), "--msgdas-k", "4", "--msgdas-lambda", "0.5",
+               "--data-limit", "64", "--batch-size", "32", "--json"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    summary = json.loads(out.out)
     (h,) = read_history(run)
     assert h["w_lambda"] == pytest.approx(0.25)  # steps 0 and 1 of 2: λ = 0 and 0.5
     assert summary["extra"]["k"] == 4 and len(summary["extra"]["derived"]) == 20
     assert summary["constraints_met"] == summary["extra"]["derived_feasible"]
+    # 2 steps, each a weight step and an architecture step: 4 draws of K = 4 sub-graphs
+    assert len(steps) == 4
+    for st in steps:
+        assert st["onehot"] and len(st["options"]) == 20
+        # the four sub-graphs are mutually exclusive: each decision's 4 options, each exactly once
+        assert all(sorted(opts) == [0, 1, 2, 3] for opts in st["options"]), st["options"]
+    # not the same permutation every time: the sampler draws fresh noise per step
+    assert len({tuple(map(tuple, st["options"])) for st in steps}) == 4
+    assert sorted(st["lam"] for st in steps) == pytest.approx([0.0, 0.0, 0.5, 0.5])
+    for st in steps:
+        assert len(st["ce"]) == 4 and len(st["losses"]) == 4
+        if st["lam"] == 0:  # λ = 0: no super-net pass, the loss is the plain CE
+            assert st["sce"] == [] and st["soft_rows_sum"] is None
+            assert st["losses"] == pytest.approx(st["ce"], rel=1e-6)
+            continue
+        # λ > 0: soft labels are probabilities, and the guidance term is in every sub-graph's loss
+        assert st["soft_rows_sum"] == pytest.approx([1.0] * 32, abs=1e-5)
+        assert len(st["sce"]) == 4
+        for loss, ce, sce in zip(st["losses"], st["ce"], st["sce"]):
+            assert 0.5 * sce > 0.1  # non-zero: CE against soft labels is at least their entropy
+            assert loss == pytest.approx(ce + 0.5 * sce, rel=1e-5)
 
 
 def test_bad_k_exits_2_before_writing_anything(tables, tmp_path):

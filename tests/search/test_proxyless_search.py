@@ -240,19 +240,53 @@ def test_cli_kill_and_resume_gives_the_same_result(full_run, tables, tmp_path):
     assert (out / "history.jsonl").read_text() == (ref_out / "history.jsonl").read_text()
 
 
-def test_cli_reinforce_on_ofa_mbv3_with_flops_penalty(tables, tmp_path):
+def test_cli_reinforce_on_ofa_mbv3_with_flops_penalty(tables, tmp_path, capsys, monkeypatch):
+    """In process, with a spy on ``ArchObjective.reward`` (it calls the real method): every sampled
+    path's reward recomputed by hand from the table and a FLOPs count of its blocks,
+    R = ACC · (LAT / T)^−0.1 · (FLOPs / FLOPs_max)^−0.1 (MnasNet's soft reward, w = 0.1 on both sides of T)."""
+    from hwnas.latency.table import LatencyTable
+    from hwnas.space.cost import CostCounter
+
+    seen = []
+    real = ArchObjective.reward
+
+    def spy(self, acc, indices):
+        r = real(self, acc, indices)
+        seen.append((np.array(acc, dtype=np.float64), np.array(indices), np.array(r)))
+        return r
+
+    monkeypatch.setattr(ArchObjective, "reward", spy)
     out = tmp_path / "rl"
-    r = _search("--space", "ofa-mbv3", "--table", str(tables["ofa-mbv3"]), "--latency-ms", "1.0", "--out", str(out),
-                "--proxyless-mode", "reinforce", "--proxyless-rl-reward", "mnasnet", "--proxyless-rl-samples", "2",
-                "--flops-max", "5e6",
-                "--proxyless-flops-weight", "0.1", "--epochs", "1", "--proxyless-warmup-epochs", "0")
-    assert r.returncode == 0, r.stderr
-    s = json.loads(r.stdout)
+    T, FLOPS_MAX = 1.0, 5e6
+    code = main(["search", *COMMON, "--space", "ofa-mbv3", "--table", str(tables["ofa-mbv3"]), "--latency-ms", str(T),
+                 "--out", str(out), "--proxyless-mode", "reinforce", "--proxyless-rl-reward", "mnasnet",
+                 "--proxyless-rl-samples", "2", "--flops-max", str(FLOPS_MAX), "--proxyless-flops-weight", "0.1",
+                 "--epochs", "1", "--proxyless-warmup-epochs", "0", "--json"])
+    cap = capsys.readouterr()
+    assert code == 0, cap.err
+    s = json.loads(cap.out)
     assert s["extra"]["mode"] == "reinforce" and s["extra"]["loss"] == "reward"
     (h,) = read_history(out)
-    assert h["a_reward"] > 0 and isinstance(h["baseline"], float)
-    assert len(h["probs"]) == len(load_space("ofa-mbv3").decisions)
+    space = load_space("ofa-mbv3")
+    assert len(h["probs"]) == len(space.decisions)
     assert (out / "alpha_heatmap.png").exists()
+    # 128 arch-split images, batch 64: 2 architecture steps of 2 sampled paths each
+    assert len(seen) == 2 and all(idx.shape == (2, len(space.decisions)) for _, idx, _ in seen)
+    table, counter = LatencyTable.load(tables["ofa-mbv3"]), CostCounter()
+    factors = []
+    for acc, idx, rewards in seen:
+        assert np.allclose(acc * 64, np.round(acc * 64))  # a fraction of the 64 arch-batch images
+        for a, path, r in zip(acc, idx, rewards):
+            blocks = space.resolve(space.decode(path, resolution=32, width_mult=0.25, num_classes=10))
+            lat = table.lookup_sum(blocks)[0]  # ms: the table's entries of the path's blocks
+            flops = counter.blocks(blocks).flops
+            factor = (flops / FLOPS_MAX) ** -0.1
+            factors.append(factor)
+            assert r == pytest.approx(a * (lat / T) ** -0.1 * factor, rel=1e-9)
+    assert max(abs(f - 1) for f in factors) > 1e-3  # the FLOPs factor matters in these samples
+    # the epoch's recorded reward: the mean over the steps of each step's mean reward
+    assert h["a_reward"] == pytest.approx(np.mean([r.mean() for _, _, r in seen]), rel=1e-9)
+    assert h["a_reward"] > 0 and isinstance(h["baseline"], float)
 
 
 @pytest.mark.parametrize("extra, words", [

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_history, run_cli, synthetic_table
+from tests.conftest import TOY_SPACE, read_history, run_cli, synthetic_table
 
 COMMON = ["--space", "mobilenetv2", "--strategy", "spos-evolution", "--latency-ms", "0.3", "--data-limit", "128",
           "--epochs", "3", "--population", "6", "--generations", "3", "--top-k", "3", "--bn-batches", "1",
@@ -56,6 +56,31 @@ def test_search_kill_and_resume_gives_the_same_result(table, tmp_path):
         assert resumed.returncode == 0, resumed.stderr
         _same(json.loads(resumed.stdout), summary)
         assert (out / "history.jsonl").read_text() == (run / "history.jsonl").read_text()
+
+
+TOY = ["--space", str(TOY_SPACE), "--strategy", "spos-evolution", "--latency-ms", "0.045", "--data-limit", "64",
+       "--epochs", "3", "--population", "4", "--generations", "2", "--top-k", "2", "--bn-batches", "1", "--seed", "7"]
+
+
+def test_toy_search_killed_mid_supernet_training_resumes_to_the_same_result(tmp_path):
+    """The fast kill-and-resume test of ``hwnas search`` (kept out of the slow marker, so ``make
+    test-fast`` runs one): toy space at 8 px, 64 images, 1 supernet step per epoch; killed (exit
+    137, as after kill -9) at the 2nd of 3 supernet steps, then ``--resume`` gives byte-identical
+    history and the same summary as the uninterrupted run."""
+    table = synthetic_table(str(TOY_SPACE), resolution=8, width_mult=1.0, num_classes=10, path=tmp_path / "toy.json")
+    common = [*TOY, "--table", str(table), "--json"]
+    full = run_cli("search", *common, "--out", str(tmp_path / "full"), timeout=600)
+    assert full.returncode == 0, full.stderr
+    summary = json.loads(full.stdout)
+    assert [h["phase"] for h in read_history(tmp_path / "full")] == ["supernet"] * 3 + ["spos-evolution"] * 2
+    out = tmp_path / "killed"
+    killed = run_cli("search", *common, "--out", str(out), crash="supernet_step:2", timeout=600)
+    assert killed.returncode == 137, killed.stderr
+    assert not (out / "summary.json").exists() and len(read_history(out)) == 1  # epoch 1 finished, epoch 2 lost
+    resumed = run_cli("search", *common, "--out", str(out), "--resume", timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    _same(json.loads(resumed.stdout), summary)
+    assert (out / "history.jsonl").read_text() == (tmp_path / "full" / "history.jsonl").read_text()
 
 
 def test_infeasible_budget_exits_2_with_the_smallest_latency(table, tmp_path):
@@ -153,16 +178,18 @@ def test_verify_0_is_predicted_only_and_the_relative_budget_is_factor_times_the_
 
 
 def test_measured_selection_on_the_shipped_table_times_candidates_and_reference(tmp_path):
-    r = run_cli("search", *TINY, "--latency-rel", "mobilenet_v2:0.8", "--verify", "2", "--out", str(tmp_path / "r"),
+    # 2 x mobilenet_v2: every arch of the space is predicted within about 1.2-1.3x of it (shipped 32-px
+    # table), so the measured ratios fit on any machine and the run must succeed (a tight factor such as
+    # 0.8 can rightly end in exit 1 on a busy machine; the stand-in tests above cover that path)
+    r = run_cli("search", *TINY, "--latency-rel", "mobilenet_v2:2", "--verify", "2", "--out", str(tmp_path / "r"),
                 "--json", timeout=600)
-    if r.returncode == 1:  # the machine may measure every candidate over 0.8x; then no winner is written
-        assert "no candidate meets" in r.stderr and not (tmp_path / "r" / "best_arch.json").exists()
-        return
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
-    assert s["latency_source"] == "measured" and 1 <= len(s["verified"]) <= 2
-    win = next(v for v in s["verified"] if v["within_budget"])
-    assert s["arch"] == win["arch"] and s["measured_ratio"] == win["ratio_to_reference"] <= 0.8
+    assert s["latency_source"] == "measured" and s["constraints_judged_on"] == "measured" and 1 <= len(s["verified"]) <= 2
+    assert all(v["within_budget"] and 0 < v["ratio_to_reference"] <= 2 for v in s["verified"])
+    win = s["verified"][0]  # every candidate fits: the most accurate one wins
+    assert s["arch"] == win["arch"] == json.loads((tmp_path / "r" / "best_arch.json").read_text())
+    assert s["measured_ratio"] == win["ratio_to_reference"] <= 2 and s["budget_factor"] == 2
     assert s["measured_latency_ms"] > 0 and s["reference_measured_ms"] > 0
     assert s["estimator"]["name"].startswith("steady") and s["drift"] > 0
     assert s["table_drift"] == pytest.approx(s["reference_measured_ms"] / s["reference_predicted_ms"])

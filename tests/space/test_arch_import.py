@@ -11,16 +11,17 @@ import pytest
 from hwnas.errors import InputError
 from hwnas.latency.importers import import_ofa_yaml
 from hwnas.space.arch_import import ofa_to_arch, proxyless_to_arch
-from hwnas.space.blocks import op_key
 from hwnas.space.build import build_model, count_params
 from hwnas.space.loader import load_space
-from tests.conftest import SHARED, cli_json, run_cli
+from tests.conftest import REFERENCE, cli_json, run_cli
 
-ARCHS = SHARED / "reference" / "architectures"
+ARCHS = REFERENCE / "architectures"
 CONFIGS = ARCHS / "official_configs"
-NOTE10 = SHARED / "reference" / "latency_tables"
+NOTE10 = REFERENCE / "latency_tables"
 
-pytestmark = pytest.mark.skipif(not CONFIGS.exists(), reason="reference architectures not present")
+# Tests that read ../shared/reference take the ``reference`` fixture (tests/conftest.py): they skip
+# when it is absent, and fail under CI=true. The encoding tests below need no shared file.
+needs_reference = pytest.mark.usefixtures("reference")
 
 # An OFA subnet encoding in the published {"ks", "e", "d", "r"} form: stage depths 2, 3, 4, 2, 3;
 # the values in unused slots (e.g. ks[2], ks[3]) do not matter.
@@ -30,6 +31,7 @@ ENCODING = {"wid": None,
             "d": [2, 3, 4, 2, 3], "r": [192]}
 
 
+@needs_reference
 @pytest.mark.parametrize("name, space, published", [
     ("mobile", "proxyless-mobile", "4.08M"), ("gpu", "proxyless-gpu", "7.12M"), ("cpu", "proxyless-cpu", "4.36M"),
 ])
@@ -53,6 +55,7 @@ def test_proxyless_configs_import_with_published_params(name, space, published):
                                                            conv["kernel_size"], conv["stride"])
 
 
+@needs_reference
 def test_proxyless_config_of_no_space_is_refused():
     raw = json.loads((CONFIGS / "proxyless_mobile.config.json").read_text())
     raw["blocks"][1]["mobile_inverted_conv"]["kernel_size"] = 9
@@ -76,6 +79,16 @@ def test_ofa_encoding_maps_slots_and_ignores_unused_ones():
     assert len(blocks) == 1 + 1 + sum(ENCODING["d"]) + 4  # stem, first block, 14 layers, head
 
 
+# Hand sums of the published Note10 YAML means for ENCODING, with the 20 keys written out by a one-off
+# script from OFA's own key convention (once-for-all ofa/nas/efficiency_predictor/latency_lookup_table.py,
+# MBv3LatencyTable.predict_network_latency_given_config; not from hwnas): stem Conv R -> R/2 x 24; first
+# block 24 -> 24 (mid 24, k3, s1, idskip 1); per stage (widths 32, 48, 96, 136, 192; strides 2, 2, 2, 1, 2;
+# se 0, 1, 0, 1, 1; hs 0, 0, 1, 1, 1) the first d[i] slots with mid = cin * e, stride on the first layer,
+# idskip = 1 on the others; Conv_1 192 -> 1152, AvgPool2D, Conv_2 1152 -> 1536, Logits 1536 -> 1000.
+NOTE10_HAND_SUM_MS = {160: 18.397988710635417, 192: 25.0471624830394, 224: 33.60416279852492}
+
+
+@needs_reference
 @pytest.mark.parametrize("res", [160, 192, 224])
 def test_ofa_encoding_predicts_from_note10_with_every_key_found(res):
     table = import_ofa_yaml(NOTE10 / f"ofa_note10_{res}_lookup_table.yaml")
@@ -84,10 +97,11 @@ def test_ofa_encoding_predicts_from_note10_with_every_key_found(res):
     table.check_arch(arch)
     assert table.missing(blocks) == []
     total, per = table.lookup_sum(blocks)
-    assert total == pytest.approx(sum(table.ms(op_key(b)) for b in blocks))
-    assert 5 < total < 100  # ms on a Note10 for a mid-size OFA net
+    assert sum(v is not None for v in per) == 20  # stem, first block, 14 layers, 4 head entries
+    assert total == pytest.approx(NOTE10_HAND_SUM_MS[res], abs=1e-6)
 
 
+@needs_reference
 def test_ofa_w10_space_and_cli(tmp_path):
     enc = tmp_path / "enc.json"
     enc.write_text(json.dumps(ENCODING))

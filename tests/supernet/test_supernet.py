@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 
+from hwnas.errors import InputError
 from hwnas.space.loader import load_space
-from hwnas.supernet.samplers import fair_paths, uniform_paths
+from hwnas.supernet.samplers import constrained_uniform, fair_paths, uniform_paths
 from hwnas.supernet.supernet import SuperNet
 from hwnas.supernet.training import SupernetTrainConfig, step_rng, train_supernet
 from hwnas.train.data import load_dataset
 from hwnas.train.runs import RunDir
+from tests.conftest import TOY_SPACE
 
 
 def _searchable(candidate: str) -> bool:
@@ -120,7 +125,77 @@ def test_fair_step_accumulates_gradients_then_one_update(tmp_path):
 def test_uniform_sampler_shape():
     sp = load_space("proxyless")
     p = uniform_paths(sp)(np.random.default_rng(0))
-    assert p.shape == (1, 21) and (p < np.asarray(sp.num_options)).all()
+    assert p.shape == (1, 21) and p.dtype == np.int64 and (p >= 0).all() and (p < np.asarray(sp.num_options)).all()
+
+
+def _chi2_uniform_p(counts: np.ndarray) -> float:
+    """p-value of Pearson's chi-square test that ``counts`` come from a uniform distribution."""
+    return float(scipy.stats.chisquare(counts).pvalue)
+
+
+@pytest.mark.parametrize("name", ["proxyless", "ofa-mbv3", "mobilenetv2"])  # 7; 3; 6 or 7 options per decision
+def test_uniform_sampler_is_uniform_per_decision_and_independent(name):
+    sp = load_space(name)
+    n = np.asarray(sp.num_options)
+    sample = uniform_paths(sp)
+    rng = np.random.default_rng(0)
+    draws = np.concatenate([sample(rng) for _ in range(6000)])  # 6000 single-path steps
+    assert draws.shape == (6000, n.size)
+    for d, k in enumerate(n):  # SPOS Sec. 3.2: every option of every decision equally likely
+        counts = np.bincount(draws[:, d], minlength=k)
+        assert counts.size == k and counts.min() > 0, sp.decisions[d].name
+        assert _chi2_uniform_p(counts) > 1e-4, (sp.decisions[d].name, counts)
+    # and independent: the joint of two decisions is uniform over the k0 * k1 pairs (a sampler that drew
+    # one option index for all decisions would be uniform per decision, but not here)
+    for a, b in ((0, 1), (0, n.size - 1)):
+        pair = np.bincount(draws[:, a] * n[b] + draws[:, b], minlength=n[a] * n[b])
+        assert _chi2_uniform_p(pair) > 1e-4, (a, b)
+    # successive steps differ (a fresh draw per step, not one path repeated)
+    assert len({tuple(r) for r in draws[:100]}) == 100
+
+
+# toy space: l1 in {k3, k5}, l2 in {k3, skip}, l3 in {k3, k5, skip}, 12 paths; a latency of 1 per k3,
+# 2 per k5 and 0 per skip; the window [2, 3] keeps 7 of them (worked out by hand):
+_TOY_LATENCY = [np.array([1.0, 2.0]), np.array([1.0, 0.0]), np.array([1.0, 2.0, 0.0])]
+_TOY_FEASIBLE = {(0, 0, 0), (0, 0, 2), (0, 1, 0), (0, 1, 1), (1, 0, 2), (1, 1, 0), (1, 1, 2)}
+
+
+def _toy_accept(paths: np.ndarray) -> np.ndarray:
+    lat = sum(table[paths[:, d]] for d, table in enumerate(_TOY_LATENCY))
+    return (lat >= 2.0) & (lat <= 3.0)
+
+
+def test_constrained_uniform_stays_in_the_window_and_is_uniform_over_it():
+    sp = load_space(TOY_SPACE)
+    assert list(sp.num_options) == [2, 2, 3]
+    every = {tuple(p) for p in itertools.product(*(range(k) for k in sp.num_options))}
+    assert {p for p in every if _toy_accept(np.array([p]))[0]} == _TOY_FEASIBLE  # the hand list
+    calls = []
+
+    def accept(paths):
+        calls.append(paths.shape)
+        return _toy_accept(paths)
+
+    sample = constrained_uniform(sp, accept=accept, batch=4)
+    rng = np.random.default_rng(0)
+    got = [sample(rng) for _ in range(7000)]
+    assert all(p.shape == (1, 3) for p in got)
+    paths = [tuple(int(v) for v in p[0]) for p in got]
+    assert set(paths) == _TOY_FEASIBLE  # only feasible paths, and every one of them
+    counts = np.array([paths.count(p) for p in sorted(_TOY_FEASIBLE)])
+    assert _chi2_uniform_p(counts) > 1e-4, counts  # uniform over the 7: about 1000 each
+    assert all(shape == (4, 3) for shape in calls)  # the predicate sees whole batches
+    # 7 of 12 paths feasible, 4 per round: a round finds none with probability (5/12)^4 = 3%
+    assert 7000 < len(calls) < 7000 * 1.1
+
+
+def test_constrained_uniform_gives_up_on_an_empty_window():
+    sp = load_space(TOY_SPACE)
+    never = constrained_uniform(sp, accept=lambda p: np.zeros(len(p), dtype=bool), batch=8, max_rounds=3)
+    with pytest.raises(InputError, match="no path in 24 draws"):
+        never(np.random.default_rng(0))
+    only = constrained_uniform(sp, accept=lambda p: (p == [1, 1, 2]).all(axis=1), batch=64)
+    assert all(tuple(only(np.random.default_rng(s))[0]) == (1, 1, 2) for s in range(20))
 
 
 @pytest.mark.parametrize("name", ["proxyless", "ofa-mbv3"])
@@ -143,11 +218,32 @@ def test_weighted_forward_mixture_and_gate_gradients():
     x = torch.randn(2, 3, 32, 32)
     base = sp.encode(sp.sample(np.random.default_rng(2)))
     gates = [torch.nn.functional.one_hot(torch.tensor(int(i)), n).float() for i, n in zip(base, sp.num_options)]
-    d = 3  # mix two options of one decision: y = a·path(o1) + b·path(o2) exactly (the layer is linear in its weights)
+    d = 3  # mix two options of one decision: its slot outputs 0.25·cand(o1)(h) + 0.75·cand(o2)(h)
     o1, o2 = (int(base[d]) + 1) % 7, (int(base[d]) + 2) % 7
     mix = torch.zeros(7)
     mix[o1], mix[o2] = 0.25, 0.75
-    mixed = sn.weighted_forward(x, gates[:d] + [mix] + gates[d + 1:])
+    si = next(i for i, slot in enumerate(sn.slots) if d in slot.decisions)
+    assert sn.slots[si].decisions == (d,)
+    seen: list[tuple[int, torch.Tensor]] = []  # (slot, input) of every block run
+    run_step = sn.run_step
+    sn.run_step = lambda step, h: seen.append((step.slot, h)) or run_step(step, h)
+    try:
+        with torch.no_grad():
+            mixed = sn.weighted_forward(x, gates[:d] + [mix] + gates[d + 1:])
+    finally:
+        del sn.run_step
+    h_in = next(h for slot, h in seen if slot == si)  # what the mixed slot received
+    h_out = next(h for slot, h in seen if slot > si)  # what it handed on: its output
+    cand = []
+    for o in (o1, o2):  # each candidate alone: the slot's block of the extracted single path with option o
+        path = base.copy()
+        path[d] = o
+        model = sn.extract(path).eval()
+        block = next(m for m, b in zip(model.blocks, model.specs) if b.slot == sn.slots[si].name)
+        with torch.no_grad():
+            cand.append(block(h_in))
+    assert not torch.allclose(cand[0], cand[1], atol=1e-3)  # two really different candidates
+    assert torch.allclose(h_out, 0.25 * cand[0] + 0.75 * cand[1], atol=1e-6)
     # gradient of the output w.r.t. an inactive gate entry is zero; w.r.t. active ones it is not
     g = torch.zeros(7, requires_grad=True)
     with torch.no_grad():
