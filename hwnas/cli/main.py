@@ -64,6 +64,7 @@ def _load_commands() -> None:
 GROUP_HELP = {
     "arch": "describe and import architectures",
     "latency": "import latency tables, predict and validate latency",
+    "supernet": "check a supernet's ranking against stand-alone training",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hwnas.cli.main import Report, add_json_flag, command
+from hwnas.cli.supernet_rank_cmd import add_supernet_training_args, supernet_training_options
 from hwnas.errors import InputError
 from hwnas.profile.device_config import add_device_args, commands_from_args
 from hwnas.profile import SteadySettings
@@ -49,6 +50,7 @@ def setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-sharing", choices=SHARING, default="separate",
                    help="supernet candidates: separate weights (the papers) or entangled (one module per layer, "
                         "smaller kernels/expansions as slices; trains far faster in short CPU runs)")
+    add_supernet_training_args(p, default=True)
     p.add_argument("--pareto", type=_budgets, default=(), metavar="L1,L2,...",
                    help="more latency budgets: one supernet, one winner per budget")
     p.add_argument("--out", required=True, help="run directory")
@@ -100,7 +102,7 @@ def run(args: argparse.Namespace) -> Report:
         width_mult=args.width_mult, seed=args.seed, data_limit=args.data_limit, pareto=args.pareto,
         bn_batches=args.bn_batches, weight_sharing=args.weight_sharing,
         train=SupernetTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                  weight_decay=args.weight_decay),
+                                  weight_decay=args.weight_decay, **supernet_training_options(args)),
         strategy_settings=strategy.settings(), latency_rel=args.latency_rel, verify=args.verify,
         verify_steady=SteadySettings(rounds=args.verify_rounds, runs_per_round=args.verify_runs_per_round,
                                      warmup=args.verify_warmup),

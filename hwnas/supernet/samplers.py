@@ -6,6 +6,8 @@
   applied in one optimizer step.
 * ``constrained_uniform``: rejection sampling that keeps only paths whose predicted cost lies in a range
   (constraint-aware supernet training).
+* ``sandwich``: the largest and the smallest path first, then the base sampler's (BigNAS's sandwich
+  rule, Yu et al. ECCV 2020, Sec. 3.1); ``extreme_paths`` finds them.
 
 Samplers are pure functions of a ``numpy.random.Generator``; the training loop derives one
 generator per step from (seed, step), so a resumed run draws the same paths.
@@ -83,6 +85,63 @@ def constrained_uniform(space: SearchSpace, *, accept: Callable[[np.ndarray], np
                          f"widen the range or turn it off.")
 
     return sample
+
+
+def sandwich(base: PathSampler, largest: np.ndarray, smallest: np.ndarray) -> PathSampler:
+    """BigNAS's sandwich rule (Yu et al. 2020, Sec. 3.1): every step trains the largest and the
+    smallest path, then the paths of ``base`` (rows: largest, smallest, base's paths)."""
+    fixed = np.stack([np.asarray(largest, dtype=np.int64), np.asarray(smallest, dtype=np.int64)])
+
+    def sample(rng: np.random.Generator) -> np.ndarray:
+        return np.concatenate([fixed, base(rng)])
+
+    return sample
+
+
+def block_size(block) -> int:
+    """Weights of a block's convolutions and linear layers (its "size" for the sandwich rule)."""
+    b = block
+    if b.op == "skip" or b.op in ("maxpool", "avgpool"):
+        return 0
+    se = 2 * b.se * (b.mid if b.op == "mbconv" else (b.cin if b.op == "sepconv" else b.cout))
+    k2 = b.kernel * b.kernel
+    if b.op == "mbconv":
+        return (b.cin * b.mid if b.mid != b.cin else 0) + b.mid * k2 + b.mid * b.cout + se
+    if b.op == "sepconv":
+        return b.cin * k2 + b.cin * b.cout + se
+    if b.op in ("conv", "classifier"):
+        return b.cin * b.cout * (k2 if b.op == "conv" else 1) + se
+    return b.cin * b.mid + b.mid * k2 + b.mid * b.cout + b.proj * (b.cin + k2)  # shuffle units, roughly
+
+
+def extreme_paths(supernet, *, sweeps: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """The largest and the smallest path of a supernet by total ``block_size``.
+
+    BigNAS's largest and smallest child take the largest (smallest) option of every dimension; with
+    op-type and skip options that have no order, coordinate ascent (descent) on the path's size
+    finds them: from option 0, each decision in turn takes its best option given the others, for
+    ``sweeps`` passes.
+
+    Returns:
+        (largest, smallest) option indices, shape (num_decisions,) each.
+    """
+    n = supernet.space.num_options
+
+    def size(idx: np.ndarray) -> int:
+        return sum(block_size(s.block) for s in supernet.path(idx))
+
+    out = []
+    for sign in (1, -1):
+        idx = np.zeros(len(n), dtype=np.int64)
+        for _ in range(sweeps):
+            for d, k in enumerate(n):
+                scores = []
+                for o in range(k):
+                    idx[d] = o
+                    scores.append(sign * size(idx))
+                idx[d] = int(np.argmax(scores))
+        out.append(idx.copy())
+    return out[0], out[1]
 
 
 SAMPLERS: dict[str, Callable[[SearchSpace], PathSampler]] = {"uniform": uniform_paths, "fair": fair_paths}

@@ -20,6 +20,17 @@ Weight sharing between candidates (``sharing``):
   needs far more steps than CPU-sized runs afford (MobileNetV2 space on digits at 32 px: 11% train
   accuracy after 220 steps, where one fixed path reaches 99%); entangled candidates reach 86%.
 
+Why separate candidates do not learn in short runs (issue 16; MobileNetV2 space, digits, 32 px, lr
+0.05): the supernet itself computes what the stand-alone network does (same activation scale per
+block, same weight statistics, exact extraction; one fixed path trained inside it reaches 97% in 55
+steps). Varying one layer's candidate learns (85% in 55 steps for the last, shortcut-free layer),
+varying the 6 shortcut-free stage-first layers together does not (14%): the candidates of such a
+layer compute unrelated features (cosine similarity 0.00 of their outputs) and each is trained on
+1/6 of the steps, so the choices compound. Neither a lower learning rate (0.01: 11%, loss flat at
+2.4) nor initializing the candidates as slices of one module (``initialize("aligned")``: 10%) fixes
+it; training the candidates shared first and splitting them (``SupernetTrainConfig.shared_epochs``,
+Few-shot NAS) does: 90% after 220 steps, 10 of them epochs shared.
+
 SPOS (uniform), FairNAS (strict fairness), ProxylessNAS (binary gates) and MSG-DAS (Gumbel-TopK)
 differ in how they choose paths and update weights, not in the supernet.
 """
@@ -36,9 +47,12 @@ from torch import nn
 from torch.func import functional_call
 
 from hwnas.space import Block, HwnasNet, SearchSpace, Slot, build_model, is_ref, make_module
+from hwnas.supernet.weight_copy import copy_slices, named_tensors as _named_tensors, reinit, slice_tensor as _slice
 
 _CHANNEL_FIELDS = ("cin", "cout", "mid", "se", "proj", "kernel")
 SHARING = ("separate", "entangled")
+#: How candidate modules start (``SuperNet.initialize``).
+CANDIDATE_INIT = ("independent", "aligned")
 
 
 def weight_neutral_decisions(space: SearchSpace) -> set[int]:
@@ -58,24 +72,15 @@ def _largest(blocks: Sequence[Block]) -> Block:
     return dataclasses.replace(blocks[0], **widest)
 
 
-def _slice(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """The part of a shared tensor a smaller block uses: leading channels, centre of conv kernels."""
-    if t.shape == shape:
-        return t
-    index = []
-    for d, (have, want) in enumerate(zip(t.shape, shape)):
-        if t.dim() == 4 and d >= 2:  # O, I, kH, kW: centre crop of the kernel
-            start = (have - want) // 2
-            index.append(slice(start, start + want))
-        else:
-            index.append(slice(0, want))
-    return t[tuple(index)]
-
-
 def _structure(block: Block) -> Block:
     """What entangled candidates must share: everything but channel counts, kernel and shortcut."""
     return dataclasses.replace(block, cin=0, cout=0, mid=int(block.mid == block.cin), se=int(block.se > 0), proj=0,
                                kernel=0, residual=False, slot="")
+
+
+def _align_group(block: Block) -> Block:
+    """Candidates whose weights can start as slices of one module: the same structure, SE or not."""
+    return dataclasses.replace(_structure(block), se=0, se_gate="")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,10 +101,11 @@ class SuperNet(nn.Module):
         width_mult: Global width multiplier.
         num_classes: Classifier outputs.
         sharing: ``separate`` or ``entangled`` candidates (see the module docstring).
+        init: How the candidates start (``initialize``): ``independent`` (the papers) or ``aligned``.
     """
 
     def __init__(self, space: SearchSpace, *, resolution: int, width_mult: float = 1.0, num_classes: int,
-                 sharing: str = "separate") -> None:
+                 sharing: str = "separate", init: str = "independent") -> None:
         super().__init__()
         if sharing not in SHARING:
             raise ValueError(f"sharing must be one of {SHARING}, got {sharing!r}")
@@ -141,6 +147,73 @@ class SuperNet(nn.Module):
                     plan[combo] = Step(block, si, names[group(combo, block)])
             self._plan.append(plan)
         self._templates: dict[Block, tuple[nn.Module, list[tuple[nn.Module, nn.Module]]]] = {}
+        self.init = "independent"
+        if init != "independent":
+            self.initialize(init)
+
+    # ---- initialization --------------------------------------------------------------------
+
+    def initialize(self, mode: str) -> None:
+        """(Re-)initializes the searched candidates: ``independent`` or ``aligned``.
+
+        ``independent``: every candidate module freshly initialized on its own (``make_module``), as in
+        SPOS, FairNAS and ProxylessNAS. Measured here (issue 16): the candidates of a layer without an
+        identity shortcut then compute unrelated features (mean cosine similarity of their outputs on
+        one input 0.00), so the layers after it see a different random basis at every step.
+
+        ``aligned``: the candidates of a slot that differ only in kernel, expansion, width or SE start
+        as slices of one module built at the largest of them (leading channels, kernel centres, the
+        layers outside SE; Once-for-All's elastic kernel and width, Cai et al. 2020, Sec. 3.2, used for
+        the initialization only, and Few-shot NAS's sub-supernets that start from the weights of the
+        one-shot supernet, Zhao et al. 2021, Sec. 3.2). They then train as separate parameters, so the
+        supernet's sharing is unchanged; only where they start is. Uses the global torch generator.
+        Measured: it raises the similarity of stage-first candidates to 0.5-0.8 at the start but not
+        the training accuracy (MobileNetV2 space, digits, 220 steps: 10% vs 11%); see ``inherit``.
+
+        Raises:
+            ValueError: for an unknown mode.
+        """
+        if mode not in CANDIDATE_INIT:
+            raise ValueError(f"init must be one of {CANDIDATE_INIT}, got {mode!r}")
+        for si, plan in enumerate(self._plan):
+            names = list(dict.fromkeys(s.candidate for s in plan.values() if s is not None and s.candidate))
+            if len(names) < 2:
+                continue
+            groups: dict[Block, list[str]] = {}
+            for n in names:
+                groups.setdefault(_align_group(self._big[n]) if mode == "aligned" else n, []).append(n)
+            for members in groups.values():
+                if mode == "independent":
+                    reinit(self.candidates[members[0]])
+                    continue
+                big = _largest([self._big[n] for n in members])
+                source = next((self.candidates[n] for n in members if self._big[n] == big), None)
+                if source is None:
+                    source = make_module(big).to(memory_format=torch.channels_last)
+                for n in members:
+                    if self.candidates[n] is not source:
+                        copy_slices(self.candidates[n], source)
+        self.init = mode
+
+    @torch.no_grad()
+    def inherit(self, other: "SuperNet") -> None:
+        """Every candidate ← the slices of the candidate that computes its blocks in ``other``.
+
+        ``other`` is a supernet of the same space and settings with more sharing (``entangled``):
+        splitting it into this one's candidates is Few-shot NAS's weight transfer from the one-shot
+        supernet to its sub-supernets (Zhao et al. 2021, Sec. 3.2). BN statistics are copied too.
+        """
+        mine = (self.space.spec, self.resolution, self.width_mult, self.num_classes)
+        if (other.space.spec, other.resolution, other.width_mult, other.num_classes) != mine:
+            raise ValueError("inherit: the supernets differ in space, resolution, width or classes")
+        done: set[str] = set()
+        for plan, theirs in zip(self._plan, other._plan, strict=True):
+            for combo, step in plan.items():
+                if step is None or step.candidate is None or step.candidate in done:
+                    continue
+                source = theirs[combo]
+                copy_slices(self.candidates[step.candidate], other.candidates[source.candidate])
+                done.add(step.candidate)
 
     # ---- paths -----------------------------------------------------------------------------
 
@@ -269,12 +342,6 @@ class SuperNet(nn.Module):
             hit = (template, pairs)
             self._templates[block] = hit
         return hit
-
-
-def _named_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
-    tensors = dict(module.named_parameters())
-    tensors.update(module.named_buffers())
-    return tensors
 
 
 class PathModel(nn.Module):

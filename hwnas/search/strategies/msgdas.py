@@ -269,6 +269,10 @@ class Msgdas(Strategy):
             latency_lambda=args.msgdas_latency_lambda,
             latency_dual=DualAscentConfig.from_args(args, prefix="--msgdas-latency"), samples=args.msgdas_samples))
         strategy.check_space(load_space(args.space))  # before the run directory exists
+        if strategy.config.k > 1 and getattr(args, "weight_sharing", "separate") == "entangled":
+            raise InputError(f"--msgdas-k {strategy.config.k} needs --weight-sharing separate: with entangled sharing "
+                             f"the K sub-graphs share candidate modules, so they are not mutually exclusive "
+                             f"(MSG-DAS, Sec. 3.1, Eq. 2).")
         return strategy
 
     def settings(self) -> dict[str, Any]:

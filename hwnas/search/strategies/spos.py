@@ -40,6 +40,10 @@ class _OneShot(Strategy):
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "_OneShot":
+        if args.sampling == "fair" and getattr(args, "weight_sharing", "separate") == "entangled":
+            raise InputError("--sampling fair needs --weight-sharing separate: with entangled sharing candidates of a "
+                             "layer share one module, so a step trains it several times instead of every candidate "
+                             "exactly once (FairNAS strict fairness, Chu et al. 2021, Sec. 3.2, Fig. 2).")
         return cls(evolution=EvolutionConfig.from_args(args), sampling=args.sampling,
                    constraint_aware=args.constraint_aware)
 
