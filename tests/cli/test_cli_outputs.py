@@ -32,6 +32,7 @@ OUTPUT_COMMANDS = {
                "--latency-ms", "1", "--out", "OUT"],
     "train": ["train", "--space", str(TOY_SPACE), "--preset", "small", "--out", "OUT"],
     "export": ["export", "--space", str(TOY_SPACE), "--preset", "small", "--out", "OUT"],
+    "supernet rank": ["supernet", "rank", "--space", str(TOY_SPACE), "--table", str(TABLE), "--out", "OUT"],
     "demo --run": ["demo", "--quick", "--run", "OUT"],
     "demo --export": ["demo", "--quick", "--export", "OUT"],
 }
