@@ -80,9 +80,9 @@ def prefer_best(rows: Sequence[Mapping[str, Any]], *, best: Sequence[int] | None
     mine = next((r for r in ordered if [int(i) for i in r["indices"]] == key), None)
     if mine is None:
         return ordered
+    bar = _accuracy(mine) + margin
     others = [r for r in ordered if r is not mine]
-    ahead = [r for r in others if _accuracy(r) > _accuracy(mine) + margin]
-    return ahead + [mine] + [r for r in others if not _accuracy(r) > _accuracy(mine) + margin]
+    return [r for r in others if _accuracy(r) > bar] + [mine] + [r for r in others if not _accuracy(r) > bar]
 
 
 @dataclass(frozen=True)
