@@ -10,6 +10,8 @@
    separate candidates, see ``hwnas.supernet``), then evolution under the budget, then measured
    final selection of the best ``verify`` candidates (``hwnas.search.selection``).
 4. Retrain the winner from scratch on digits; held-out accuracy.
+4b. When ``rank_archs`` > 0: the supernet's ranking check (``hwnas supernet rank --run``, Kendall tau
+   between supernet and stand-alone accuracy of architectures stratified over latency; issue 16).
 5. Export to ONNX with parity verification, measured latency next to the prediction, model card.
 """
 
@@ -29,6 +31,7 @@ from hwnas.search.strategies.evolution import EvolutionConfig
 from hwnas.search.strategies.spos import SposEvolution
 from hwnas.space import SPACES_DIR, load_space
 from hwnas.supernet import SupernetTrainConfig
+from hwnas.supernet.rank_check import RankCheckConfig, run_rank_check, source_from_run
 from hwnas.train import TrainConfig, train_arch
 
 TABLES_DIR = SPACES_DIR.parent / "latency_tables"
@@ -52,11 +55,14 @@ class DemoConfig:
     budget_factor: float = 0.8
     verify: int = 8
     verify_steady: SteadySettings = field(default_factory=SteadySettings)
+    rank_archs: int = 8  # 0: the supernet's ranking is not measured
+    rank_epochs: int = 5
 
     @classmethod
     def quick(cls) -> "DemoConfig":
         return cls(data_limit=192, search_epochs=1, population=4, generations=2, train_epochs=1, repeats=10,
-                   verify=2, verify_steady=SteadySettings(rounds=3, runs_per_round=1, warmup=1, retries=0))
+                   verify=2, verify_steady=SteadySettings(rounds=3, runs_per_round=1, warmup=1, retries=0),
+                   rank_archs=3, rank_epochs=1)
 
 
 def find_table(*, space: str, resolution: int, width_mult: float, num_classes: int,
@@ -121,6 +127,12 @@ def run_demo(cfg: DemoConfig, *, run_dir: str | Path, export_dir: str | Path) ->
     trained = train_arch(space, arch, config=TrainConfig(data=cfg.data, epochs=cfg.train_epochs, seed=cfg.seed,
                                                          data_limit=cfg.data_limit),
                          out_dir=run_dir / "retrain")
+    ranking = None
+    if cfg.rank_archs > 0:
+        _log(f"supernet ranking check: {cfg.rank_archs} architectures, supernet vs stand-alone accuracy")
+        ranking = run_rank_check(source_from_run(run_dir), RankCheckConfig(archs=cfg.rank_archs, epochs=cfg.rank_epochs,
+                                                                           seed=cfg.seed),
+                                 out=run_dir / "rank", resume=False)
     _log("exporting to ONNX (verified against PyTorch)")
     card = export_model(space, arch, out_dir=export_dir,
                         options=ExportOptions(name="model", force=True, repeats=cfg.repeats, seed=cfg.seed,
@@ -143,8 +155,19 @@ def run_demo(cfg: DemoConfig, *, run_dir: str | Path, export_dir: str | Path) ->
         "max_abs_diff": card["verification"][0]["max_abs_diff"], "constraints_met": summary["constraints_met"],
         "run": str(run_dir), "export": str(export_dir), "onnx": str(export_dir / card["verification"][0]["file"]),
         "evaluated": summary["evaluated"],
+        "supernet_kendall_tau": None if ranking is None else ranking["kendall_tau"],
+        "supernet_spearman": None if ranking is None else ranking["spearman"],
+        "rank_archs": 0 if ranking is None else ranking["n"], "rank_epochs": cfg.rank_epochs,
     }
     return report
+
+
+def _ranking(r: dict[str, Any]) -> str:
+    if not r["rank_archs"]:
+        return f"not measured (hwnas supernet rank --run {r['run']} --out DIR)"
+    tau = "undefined (one ranking is constant)" if r["supernet_kendall_tau"] is None else f"{r['supernet_kendall_tau']:.3f}"
+    return (f"Kendall tau {tau} measured over {r['rank_archs']} architectures stratified over latency "
+            f"(supernet vs stand-alone, {r['rank_epochs']} epoch(s) each; {r['run']}/rank)")
 
 
 def render(r: dict[str, Any]) -> str:
@@ -175,6 +198,7 @@ def render(r: dict[str, Any]) -> str:
         ("FLOPs / params", f"{r['flops'] / 1e6:.2f}M / {r['params'] / 1e6:.3f}M"),
         ("accuracy", f"supernet {pct(r['supernet_accuracy'])} (arch split), retrained {pct(r['retrained_accuracy'])}"
                      f" held-out, ONNX {pct(r['onnx_accuracy'])}"),
+        ("supernet ranking", _ranking(r)),
         ("ONNX parity", f"max |diff| {r['max_abs_diff']:.2e}" if r["max_abs_diff"] is not None else "n/a"),
         ("candidates", f"{r['evaluated']} evaluated, constraints {'met' if r['constraints_met'] else 'NOT met'} "
                        f"(judged on the {r['constraints_judged_on']} "

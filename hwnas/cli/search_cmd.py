@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 from hwnas.cli.main import Report, add_json_flag, command
-from hwnas.cli.supernet_rank_cmd import add_supernet_training_args, supernet_training_options
+from hwnas.cli.supernet_args import add_supernet_training_args, supernet_training_options
 from hwnas.errors import InputError
-from hwnas.profile.device_config import add_device_args, commands_from_args
 from hwnas.profile import SteadySettings
+from hwnas.profile.device_config import add_device_args, commands_from_args
 from hwnas.safeio import check_output_dir
 from hwnas.search import SearchSettings, load_strategies, run_search
 from hwnas.supernet import SHARING, SupernetTrainConfig

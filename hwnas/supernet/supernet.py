@@ -14,9 +14,10 @@ Weight sharing between candidates (``sharing``):
 * ``separate`` (the papers' supernet: SPOS, FairNAS, ProxylessNAS, MSG-DAS): one module per choice
   of the weight-changing decisions; only width, depth and shortcut choices share weights.
 * ``entangled``: candidates of a slot with the same structure share one module built at the largest
-  kernel, expansion and width; a smaller kernel uses the centre crop and a smaller expansion the
-  leading channels (Once-for-All's elastic kernel and width, Cai et al. 2020, Sec. 3.2, without the
-  kernel transformation matrices). Measured here: with separate candidates, uniform-path training
+  kernel, expansion, width and squeeze-excite; a smaller kernel uses the centre crop and a smaller
+  expansion the leading channels (Once-for-All's elastic kernel and width, Cai et al. 2020, Sec. 3.2,
+  without the kernel transformation matrices), and a block without SE runs the same weights with SE
+  switched off (TuNAS, Bender et al. 2020, shares a layer's weights between its SE choices). Measured here: with separate candidates, uniform-path training
   needs far more steps than CPU-sized runs afford (MobileNetV2 space on digits at 32 px: 11% train
   accuracy after 220 steps, where one fixed path reaches 99%); entangled candidates reach 86%.
 
@@ -30,6 +31,15 @@ layer compute unrelated features (cosine similarity 0.00 of their outputs) and e
 2.4) nor initializing the candidates as slices of one module (``initialize("aligned")``: 10%) fixes
 it; training the candidates shared first and splitting them (``SupernetTrainConfig.shared_epochs``,
 Few-shot NAS) does: 90% after 220 steps, 10 of them epochs shared.
+
+Why the ``mnasnet`` space did not learn even entangled (issue 16; digits, 32 px, 4 epochs = 44 steps,
+every other decision fixed at MnasNet-B1): one fixed path reaches 93% train accuracy; varying only
+the kernels 89%, the depths 88%, the widths 77%, the shortcuts 44%, but varying only SE 11% while SE
+choices were separate modules, 91% since they share weights (above). Op types (conv, sepconv,
+MBConv) have no weights in common and stay separate modules in every sharing mode: varying only the
+op among two of them per block stays at chance (conv/MBConv6 15%, sepconv/MBConv 16%), and so does the
+whole space (11% after 10 epochs). Block-wise distillation of the other op types onto the MBConv
+path's features (DNA, Li et al. 2020) did not change that in 8 epochs (9%).
 
 SPOS (uniform), FairNAS (strict fairness), ProxylessNAS (binary gates) and MSG-DAS (Gumbel-TopK)
 differ in how they choose paths and update weights, not in the supernet.
@@ -47,7 +57,11 @@ from torch import nn
 from torch.func import functional_call
 
 from hwnas.space import Block, HwnasNet, SearchSpace, Slot, build_model, is_ref, make_module
-from hwnas.supernet.weight_copy import copy_slices, named_tensors as _named_tensors, reinit, slice_tensor as _slice
+from hwnas.supernet.weight_copy import copy_slices
+from hwnas.supernet.weight_copy import named_tensors as _named_tensors
+from hwnas.supernet.weight_copy import reinit
+from hwnas.supernet.weight_copy import slice_tensor as _slice
+from hwnas.supernet.weight_copy import tensor_names
 
 _CHANNEL_FIELDS = ("cin", "cout", "mid", "se", "proj", "kernel")
 SHARING = ("separate", "entangled")
@@ -69,18 +83,18 @@ def weight_neutral_decisions(space: SearchSpace) -> set[int]:
 
 def _largest(blocks: Sequence[Block]) -> Block:
     widest = {f: max(getattr(b, f) for b in blocks) for f in _CHANNEL_FIELDS}
-    return dataclasses.replace(blocks[0], **widest)
+    gate = next((b.se_gate for b in blocks if b.se > 0), blocks[0].se_gate)
+    return dataclasses.replace(blocks[0], se_gate=gate, **widest)
 
 
 def _structure(block: Block) -> Block:
-    """What entangled candidates must share: everything but channel counts, kernel and shortcut."""
-    return dataclasses.replace(block, cin=0, cout=0, mid=int(block.mid == block.cin), se=int(block.se > 0), proj=0,
+    """What entangled candidates must share: everything but channel counts, kernel, SE and shortcut.
+
+    A block without squeeze-excite runs the same weights as one with it, SE switched off (TuNAS,
+    Bender et al. 2020, Sec. 4.1, shares the other weights of a layer between its SE and no-SE
+    choices)."""
+    return dataclasses.replace(block, cin=0, cout=0, mid=int(block.mid == block.cin), se=0, se_gate="", proj=0,
                                kernel=0, residual=False, slot="")
-
-
-def _align_group(block: Block) -> Block:
-    """Candidates whose weights can start as slices of one module: the same structure, SE or not."""
-    return dataclasses.replace(_structure(block), se=0, se_gate="")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +160,7 @@ class SuperNet(nn.Module):
                 else:
                     plan[combo] = Step(block, si, names[group(combo, block)])
             self._plan.append(plan)
-        self._templates: dict[Block, tuple[nn.Module, list[tuple[nn.Module, nn.Module]]]] = {}
+        self._templates: dict[Block, tuple[nn.Module, list[tuple[nn.Module, nn.Module]], dict[str, str]]] = {}
         self.init = "independent"
         if init != "independent":
             self.initialize(init)
@@ -181,7 +195,7 @@ class SuperNet(nn.Module):
                 continue
             groups: dict[Block, list[str]] = {}
             for n in names:
-                groups.setdefault(_align_group(self._big[n]) if mode == "aligned" else n, []).append(n)
+                groups.setdefault(_structure(self._big[n]) if mode == "aligned" else n, []).append(n)
             for members in groups.values():
                 if mode == "independent":
                     reinit(self.candidates[members[0]])
@@ -244,13 +258,12 @@ class SuperNet(nn.Module):
         module = self.candidates[step.candidate]
         if step.block == self._big[step.candidate]:
             return module(x)
-        template, bn_pairs = self._template(step.block, module)
+        template, bn_pairs, names = self._template(step.block, module)
         template.train(module.training)
         for t_bn, s_bn in bn_pairs:
             t_bn.momentum = s_bn.momentum
-        shared = dict(module.named_parameters())
-        shared.update(module.named_buffers())
-        tensors = {k: _slice(shared[k], v.shape) for k, v in _named_tensors(template).items()}
+        shared = _named_tensors(module)
+        tensors = {k: _slice(shared[names[k]], v.shape) for k, v in _named_tensors(template).items()}
         return functional_call(template, tensors, (x,))
 
     def forward(self, x: torch.Tensor, arch: Mapping[str, Any] | np.ndarray | Sequence[int]) -> torch.Tensor:
@@ -324,10 +337,10 @@ class SuperNet(nn.Module):
             if step.candidate is None:
                 continue
             source = self.candidates[step.candidate]
-            shared = dict(source.named_parameters())
-            shared.update(source.named_buffers())
+            shared = _named_tensors(source)
+            names = tensor_names(block_module, source)
             for name, t in _named_tensors(block_module).items():
-                t.copy_(_slice(shared[name], t.shape))
+                t.copy_(_slice(shared[names[name]], t.shape))
         model.train(self.training)
         return model
 
@@ -336,10 +349,11 @@ class SuperNet(nn.Module):
         if hit is None:
             with torch.device("meta"):
                 template = make_module(block)
-            shared_bns = dict(module.named_modules())
-            pairs = [(m, shared_bns[n]) for n, m in template.named_modules()
-                     if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-            hit = (template, pairs)
+            names = tensor_names(template, module)
+            shared_modules = dict(module.named_modules())
+            pairs = [(m, shared_modules[names[next(k for k in names if k.startswith(f"{n}."))].rsplit(".", 1)[0]])
+                     for n, m in template.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+            hit = (template, pairs, names)
             self._templates[block] = hit
         return hit
 

@@ -57,14 +57,39 @@ def _layers(module: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
     return main, se
 
 
-@torch.no_grad()
-def copy_slices(dst: nn.Module, src: nn.Module) -> None:
-    """``dst``'s weights and BN statistics ← the leading channels / kernel centres of ``src``'s."""
+def _layer_pairs(dst: nn.Module, src: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
     (dst_main, dst_se), (src_main, src_se) = _layers(dst), _layers(src)
     pairs = list(zip(dst_main, src_main, strict=True))
     if dst_se and src_se:
         pairs += list(zip(dst_se, src_se, strict=True))
-    for d, s in pairs:
+    return pairs
+
+
+def tensor_names(dst: nn.Module, src: nn.Module) -> dict[str, str]:
+    """Name in ``src`` of the tensor every parameter and buffer of ``dst`` takes its slice of.
+
+    Layers pair in module order, squeeze-excite with squeeze-excite; a ``dst`` without SE skips
+    ``src``'s (the same block with SE switched off, so both share all other weights).
+
+    Raises:
+        ValueError: when the blocks differ in structure beyond SE, or only ``dst`` has SE.
+    """
+    if _layers(dst)[1] and not _layers(src)[1]:
+        raise ValueError("the destination block has squeeze-excite and the source has none")
+    dst_name = {id(m): n for n, m in dst.named_modules()}
+    src_name = {id(m): n for n, m in src.named_modules()}
+    out = {}
+    for d, s in _layer_pairs(dst, src):
+        prefix_d, prefix_s = dst_name[id(d)], src_name[id(s)]
+        for name in named_tensors(d):
+            out[f"{prefix_d}.{name}" if prefix_d else name] = f"{prefix_s}.{name}" if prefix_s else name
+    return out
+
+
+@torch.no_grad()
+def copy_slices(dst: nn.Module, src: nn.Module) -> None:
+    """``dst``'s weights and BN statistics ← the leading channels / kernel centres of ``src``'s."""
+    for d, s in _layer_pairs(dst, src):
         src_t = named_tensors(s)
         for name, t in named_tensors(d).items():
             t.copy_(slice_tensor(src_t[name], t.shape))

@@ -51,3 +51,9 @@ def test_quick_demo_end_to_end(tmp_path, capsys, monkeypatch):
     assert report["retrained_accuracy"] > 0.5
     assert json.loads((run / "retrain" / "summary.json").read_text())["epochs"] == TRAIN_EPOCHS
     assert report["onnx_accuracy"] == pytest.approx(report["retrained_accuracy"])  # same held-out images
+    # the supernet's ranking was measured (3 archs, 1 stand-alone epoch) and is reported as such
+    ranking = json.loads((run / "rank" / "ranking.json").read_text())
+    assert report["rank_archs"] == ranking["n"] == 3 and report["supernet_kendall_tau"] == ranking["kendall_tau"]
+    from hwnas.cli.demo import render
+    assert "measured over 3 architectures" in render(report)
+    assert "not measured" in render({**report, "rank_archs": 0})

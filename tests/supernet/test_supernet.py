@@ -71,6 +71,29 @@ def test_width_choices_share_weights_by_slicing():
     assert torch.equal(wa[k], wb[k][tuple(slice(0, s) for s in wa[k].shape)])
 
 
+@pytest.mark.parametrize("sharing,shared", [("entangled", True), ("separate", False)])
+def test_se_choices_share_weights_when_entangled(sharing, shared):
+    sp = load_space("mnasnet")
+    torch.manual_seed(0)
+    sn = SuperNet(sp, resolution=32, width_mult=0.5, num_classes=10, sharing=sharing)
+    arch = sp.preset("mnasnet_b1", resolution=32, width_mult=0.5, num_classes=10)
+    with_se = dict(arch, choices={**arch["choices"], "b3_se": 0.25})
+    no_se = dict(arch, choices={**arch["choices"], "b3_se": 0})
+    ca, cb = sn.path_candidates(with_se), sn.path_candidates(no_se)
+    assert (ca == cb) is shared
+    if not shared:
+        return
+    a, b = sn.extract(with_se), sn.extract(no_se)
+    # blocks[5] is b3.0 (stem, b1 x1, b2 x3 before it): mbconv expand, depthwise, [SE], project
+    wa = [t for n, t in a.blocks[5].named_parameters() if not n.startswith("body.2.")]  # SE is body.2
+    wb = list(b.blocks[5].named_parameters())
+    assert [n for n, _ in a.blocks[5].named_parameters() if n.startswith("body.2.")] == [
+        "body.2.reduce.weight", "body.2.reduce.bias", "body.2.expand.weight", "body.2.expand.bias"]
+    assert len(wa) == len(wb) == 9
+    for ta, (nb, tb) in zip(wa, wb):
+        assert torch.equal(ta, tb), nb
+
+
 def test_fair_sampling_uses_every_candidate_exactly_once():
     sp = load_space("spos-shufflenet")  # every decision has 4 options
     sn = SuperNet(sp, resolution=32, width_mult=0.25, num_classes=10)
