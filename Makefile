@@ -13,6 +13,8 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	# test-only reference (NAS-Bench-201's own model code); --no-deps: it pins numpy<=1.19.5
+	$(PY) -m pip install -q --no-deps -c constraints.txt xautodl
 	@touch $(STAMP)
 
 demo: $(STAMP)
