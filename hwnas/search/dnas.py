@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from hwnas.errors import InputError
 from hwnas.supernet import SuperNet, step_rng
 from hwnas.train import Dataset, RunDir, batches, cosine_lr, make_sgd, num_batches, set_lr
 
@@ -103,6 +104,27 @@ def auto_arch_lr(paper_lr: float, *, arch_steps: int) -> float:
 def arch_step_count(ds: Dataset, *, epochs: int, warmup_epochs: int, batch_size: int) -> int:
     """Architecture steps of ``alternate``: one per weight step after the warm-up epochs."""
     return num_batches(ds.train, batch_size=batch_size, drop_last=True) * max(0, epochs - warmup_epochs)
+
+
+#: Supernet-training flags that only ``train_supernet`` applies (SPOS, FairNAS, random, MnasNet's
+#: shared weights), with the value that means "off".
+_UNIFORM_PATH_ONLY = {"shared_epochs": ("--shared-epochs", 0.0), "sandwich": ("--sandwich", False),
+                      "warmup_epochs": ("--warmup-epochs", 0.0), "candidate_init": ("--candidate-init", "independent")}
+
+
+def refuse_path_training_flags(args: Any, *, strategy: str, warmup_flag: str) -> None:
+    """Raises ``InputError`` when a flag of uniform-path supernet training is set for a DNAS strategy.
+
+    ProxylessNAS and MSG-DAS train their weights in ``alternate`` with their own paths and warm-up
+    (``warmup_flag``); the shared-then-split phase, the sandwich rule, the learning-rate warm-up and
+    aligned candidates belong to ``train_supernet`` and would silently do nothing here.
+    """
+    for field, (flag, off) in _UNIFORM_PATH_ONLY.items():
+        value = getattr(args, field, None)
+        if value is not None and value != off:
+            raise InputError(f"{flag} applies to uniform-path supernet training (spos-evolution, random, mnasnet), "
+                             f"not to --strategy {strategy}, which trains its weights with its own paths; "
+                             f"use {warmup_flag} for its weight-only warm-up.")
 
 
 #: A step callback: (images N,3,R,R; labels N; generator; step) → metrics; it calls ``backward`` itself.

@@ -92,10 +92,10 @@ def test_paths_with_the_same_options_are_not_counted_as_sharing():
 
 # ---- the CLI refuses the combinations (exit 2, one sentence, nothing written) ----------------------
 
-def _refused(tables, tmp_path, *args: str) -> str:
+def _refused(tables, tmp_path, *args: str, sharing: str = "entangled") -> str:
     out = tmp_path / "run"
     r = run_cli("search", "--space", "mobilenetv2", "--table", str(tables["mobilenetv2"]), "--latency-ms", "0.3",
-                "--data-limit", "32", "--epochs", "1", "--weight-sharing", "entangled", "--out", str(out), *args)
+                "--data-limit", "32", "--epochs", "1", "--weight-sharing", sharing, "--out", str(out), *args)
     assert r.returncode == 2, r.stderr
     assert not out.exists()
     return r.stderr
@@ -124,3 +124,16 @@ def test_guards_let_gdas_and_uniform_sampling_through():
     for extra in (["--strategy", "msgdas", "--msgdas-k", "1"], ["--strategy", "spos-evolution"]):
         args = parser.parse_args(base + extra)
         strategies[args.strategy].from_args(args)  # no InputError
+
+
+@pytest.mark.parametrize("strategy,flags,warmup", [
+    ("proxyless", ["--shared-epochs", "2"], "--proxyless-warmup-epochs"),
+    ("msgdas", ["--sandwich"], "--msgdas-warmup-epochs"),
+    ("proxyless", ["--warmup-epochs", "1"], "--proxyless-warmup-epochs"),
+    ("msgdas", ["--candidate-init", "aligned"], "--msgdas-warmup-epochs"),
+])
+def test_dnas_strategies_refuse_uniform_path_training_flags(tables, tmp_path, strategy, flags, warmup):
+    # these flags act in train_supernet only; ProxylessNAS and MSG-DAS train their weights in dnas.alternate
+    err = _refused(tables, tmp_path, "--strategy", strategy, *flags, sharing="separate")
+    assert f"{flags[0]} applies to uniform-path supernet training" in err
+    assert f"not to --strategy {strategy}" in err and warmup in err

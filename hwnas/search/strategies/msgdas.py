@@ -37,7 +37,8 @@ import torch.nn.functional as F
 
 from hwnas.errors import InputError
 from hwnas.plots import alpha_heatmap
-from hwnas.search.dnas import ARCH_TRAVEL, AlternatingConfig, ArchParams, alternate, arch_step_count, auto_arch_lr
+from hwnas.search.dnas import (ARCH_TRAVEL, AlternatingConfig, ArchParams, alternate, arch_step_count, auto_arch_lr,
+                              refuse_path_training_flags)
 from hwnas.search.dual_ascent import TARGET_FORMS, BudgetTerm, DualAscentConfig
 from hwnas.search.objective import proxyless_add_loss, proxyless_mul_loss
 from hwnas.search.strategies.base import SearchContext, SearchResult, Strategy, register_strategy
@@ -269,6 +270,7 @@ class Msgdas(Strategy):
             latency_lambda=args.msgdas_latency_lambda,
             latency_dual=DualAscentConfig.from_args(args, prefix="--msgdas-latency"), samples=args.msgdas_samples))
         strategy.check_space(load_space(args.space))  # before the run directory exists
+        refuse_path_training_flags(args, strategy="msgdas", warmup_flag="--msgdas-warmup-epochs")
         if strategy.config.k > 1 and getattr(args, "weight_sharing", "separate") == "entangled":
             raise InputError(f"--msgdas-k {strategy.config.k} needs --weight-sharing separate: with entangled sharing "
                              f"the K sub-graphs share candidate modules, so they are not mutually exclusive "

@@ -66,7 +66,8 @@ import torch
 
 from hwnas.errors import InputError
 from hwnas.plots import alpha_heatmap
-from hwnas.search.dnas import AlternatingConfig, ArchParams, alternate, arch_step_count, auto_arch_lr
+from hwnas.search.dnas import (AlternatingConfig, ArchParams, alternate, arch_step_count, auto_arch_lr,
+                              refuse_path_training_flags)
 from hwnas.search.dual_ascent import BudgetTerm
 from hwnas.search.proxyless_steps import PAPER_ARCH_LR, ArchObjective, ProxylessConfig, ProxylessSteps
 from hwnas.search.strategies.base import SearchContext, SearchResult, Strategy, register_strategy
@@ -91,6 +92,7 @@ class Proxyless(Strategy):
     def from_args(cls, args: argparse.Namespace) -> "Proxyless":
         """The strategy from parsed flags; refuses inconsistent flags before any run folder is written."""
         config = ProxylessConfig.from_args(args)
+        refuse_path_training_flags(args, strategy="proxyless", warmup_flag="--proxyless-warmup-epochs")
         if config.flops_weight > 0 and args.flops_max is None:
             raise InputError("--proxyless-flops-weight needs --flops-max (the FLOPs target of the penalty).")
         if config.params_weight > 0 and args.params_max is None:
