@@ -23,6 +23,37 @@ def test_block_sum_equals_whole_model_fvcore(space, preset):
     assert cost.params == count_params(model)
 
 
+@pytest.mark.parametrize("space", space_names())
+def test_meta_count_equals_fvcore_on_sampled_blocks(space):
+    # the shape-only count (meta device) against fvcore's JIT trace, 4 random archs' blocks per space
+    import numpy as np
+
+    from hwnas.space.cost import meta_flops
+    from hwnas.space.ops import make_module
+
+    sp = load_space(space)
+    rng = np.random.default_rng(1)
+    blocks = {b for _ in range(4) for b in sp.resolve(sp.sample(rng, resolution=32, width_mult=1.0, num_classes=10))
+              if b.op != "skip"}
+    for b in blocks:
+        shape = (1, b.cin, b.hw, b.hw)
+        with torch.device("meta"):
+            m = make_module(b)
+        torch.manual_seed(0)
+        assert meta_flops(m, shape) == fvcore_flops(make_module(b), torch.zeros(shape)), b
+
+
+def test_meta_count_refuses_a_layer_without_formula():
+    from hwnas.space.cost import meta_flops
+
+    with torch.device("meta"):
+        m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Upsample(scale_factor=2))
+    assert meta_flops(m, (1, 3, 8, 8)) is None  # CostCounter then traces it with fvcore
+    with torch.device("meta"):
+        conv = torch.nn.Conv2d(4, 8, 3, padding=1, groups=2)
+    assert meta_flops(conv, (1, 4, 8, 8)) == 8 * 8 * 8 * 2 * 9  # out elements x (C_in / groups) x k x k
+
+
 def test_mobilenet_v2_flops_match_torchvision():
     tv = import_torchvision()
     reference = fvcore_flops(tv.models.mobilenet_v2(), torch.zeros(1, 3, 224, 224))
