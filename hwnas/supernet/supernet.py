@@ -39,7 +39,7 @@ choices were separate modules, 91% since they share weights (above). Op types (c
 MBConv) have no weights in common and stay separate modules in every sharing mode: varying only the
 op among two of them per block stays at chance (conv/MBConv6 15%, sepconv/MBConv 16%), and so does the
 whole space (11% after 10 epochs). Block-wise distillation of the other op types onto the MBConv
-path's features (DNA, Li et al. 2020) did not change that in 8 epochs (9%).
+path's features (DNA, Li et al. 2020) did not change that in 7 epochs (9%).
 
 SPOS (uniform), FairNAS (strict fairness), ProxylessNAS (binary gates) and MSG-DAS (Gumbel-TopK)
 differ in how they choose paths and update weights, not in the supernet.
