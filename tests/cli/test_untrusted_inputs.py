@@ -12,9 +12,9 @@ import pytest
 
 from hwnas.errors import InputError
 from hwnas.latency.table import LatencyTable
-from tests.conftest import SHARED, TOY_SPACE, run_cli, synthetic_table
+from tests.conftest import TOY_SPACE, run_cli, shared_reference, synthetic_table
 
-PROXYLESS_YAML = SHARED / "reference" / "latency_tables" / "proxylessnas_pixel1_mobile_trim.yaml"
+PROXYLESS_YAML = ("latency_tables", "proxylessnas_pixel1_mobile_trim.yaml")  # under ../shared/reference
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_a_device_config_is_validated_strictly(tmp_path):
 
 def test_billion_laughs_yaml_is_refused_fast_and_small(tmp_path):
     """Nested aliases inside a real key's ``mean`` field: refused within 2 s and 200 MB."""
-    lines = PROXYLESS_YAML.read_text().splitlines()
+    lines = shared_reference(*PROXYLESS_YAML).read_text().splitlines()
     key = lines[0].rstrip(":")
     bomb = [f"{key}:", "  count: 1", "  var: 0.1", "  mean: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
     bomb += [f"  m{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 10)]
@@ -120,7 +120,7 @@ def test_billion_laughs_yaml_is_refused_fast_and_small(tmp_path):
 def test_real_published_tables_still_import():
     from hwnas.latency.importers import import_table
 
-    assert len(import_table("proxyless", PROXYLESS_YAML)) > 50
+    assert len(import_table("proxyless", shared_reference(*PROXYLESS_YAML))) > 50
 
 
 def test_inputs_are_size_limited_and_bad_values_quoted_short(tmp_path):
