@@ -3,29 +3,60 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+import numpy as np
 
 from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.errors import InputError
 from hwnas.jsonio import read_json, write_json_atomic
-from hwnas.safeio import check_writable_output
-from hwnas.space import IMPORTERS, OFA_DEFAULT_SPACE, CostCounter
+from hwnas.safeio import check_writable_output, short
+from hwnas.space import IMPORTERS, OFA_DEFAULT_SPACE, CostCounter, load_space
 
 
-@command("arch import", help="convert a published net (OFA {ks,e,d} encoding, ProxylessNAS net config) into an arch")
+@command("arch import", help="convert a published net (OFA {ks,e,d} encoding, ProxylessNAS net config, "
+                              "NAS-Bench-201 cell string) into an arch")
 def setup(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", required=True, choices=sorted(IMPORTERS),
-                   help="ofa: {\"ks\": [20], \"e\": [20], \"d\": [5]} subnet encoding; proxyless: ProxylessNAS net config")
-    p.add_argument("input", metavar="IN", help="the JSON file to convert")
+    p.add_argument("--format", required=True, choices=sorted([*IMPORTERS, "nb201"]),
+                   help="ofa: {\"ks\": [20], \"e\": [20], \"d\": [5]} subnet encoding; proxyless: ProxylessNAS net "
+                        "config; nb201: a NAS-Bench-201 cell string |op~0|+|op~0|op~1|+|...|, or a file holding one")
+    p.add_argument("input", metavar="IN", help="the JSON file to convert (nb201: the string itself or a text file)")
     p.add_argument("--space", help=f"target space (ofa default: {OFA_DEFAULT_SPACE} = w1.2, or ofa-mbv3-w10; "
-                                   "proxyless default: the shipped space with the config's widths)")
+                                   "proxyless default: the shipped space with the config's widths; nb201 default: "
+                                   "nasbench201)")
     p.add_argument("--resolution", type=int, help="input resolution of the arch (default: the encoding's 'r', else the space's)")
     p.add_argument("--out", required=True, help="architecture JSON file to write")
     add_json_flag(p)
     p.set_defaults(func=run)
 
 
+def _nb201(args: argparse.Namespace):
+    text = args.input
+    if not text.strip().startswith("|"):
+        path = Path(text)
+        if not path.is_file():
+            raise InputError(f"IN: {short(text)} is neither a NAS-Bench-201 string (|op~0|+|...|) nor a file.")
+        if path.stat().st_size > 4096:
+            raise InputError(f"IN: {short(text)} is too large for a NAS-Bench-201 string ({path.stat().st_size} bytes).")
+        text = path.read_text(encoding="utf-8", errors="replace").strip()
+    sp = load_space(args.space or "nasbench201")
+    if sp.kind != "cell" or sp.to_string(sp.sample(np.random.default_rng(0))) is None:
+        raise InputError(f"--space: {sp.name} is not a NAS-Bench-201 cell space.")
+    return sp, sp.from_string(text, resolution=args.resolution)
+
+
 def run(args: argparse.Namespace) -> Report:
     check_writable_output(args.out)
+    if args.format == "nb201":
+        if args.out == args.input:
+            raise InputError("--out must differ from the input file.")
+        sp, arch = _nb201(args)
+        cost = CostCounter().blocks(sp.resolve(arch))
+        write_json_atomic(args.out, arch)
+        data = {"arch": arch, "space": sp.name, "out": args.out, "params": cost.params, "flops": cost.flops,
+                "nb201": sp.to_string(arch)}
+        return Report(data, f"{args.out}: {sp.to_string(arch)} in space {sp.name}, {cost.params / 1e6:.3f}M params, "
+                            f"{cost.flops / 1e6:.1f}M FLOPs")
     raw = read_json(args.input, what=f"{args.format} file")
     where = f"{args.format} file {args.input}"
     if args.format == "ofa":

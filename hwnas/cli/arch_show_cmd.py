@@ -51,8 +51,11 @@ def run_show(args: argparse.Namespace) -> Report:
         if not args.preset and not any(v is not None for v in (args.resolution, args.width_mult, args.num_classes)):
             raise InputError("--out writes a preset (or an overridden arch) to a file; the arch file already exists.")
         write_json_atomic(args.out, arch)
+    native = sp.to_string(arch) if sp.kind == "cell" else None  # the NAS-Bench-201 string
     data = {"space": sp.name, "arch": arch, "params": total.params, "flops": total.flops, "latency_ms": latency,
             "lut_sum_ms": lut_sum, "calibrated": calibrated, "blocks": rows}
+    if native is not None:
+        data["nb201"] = native
     if args.out:
         data["out"] = args.out
     lines = [f"{'slot':10} {'op':10} {'MFLOPs':>9} {'params':>9} {'ms':>8}  key"]
@@ -61,6 +64,8 @@ def run_show(args: argparse.Namespace) -> Report:
         lines.append(f"{r['slot']:10} {r['op']:10} {r['flops'] / 1e6:9.2f} {r['params']:9d} {ms:>8}  {r['key'] or '-'}")
     lat_txt = "n/a (no --table)" if latency is None else (
         f"{latency:.3f} ms predicted ({'calibrated; ' if calibrated else ''}table sum {lut_sum:.3f} ms)")
+    if native is not None:
+        lines.append(f"NAS-Bench-201 cell: {native}")
     lines.append(f"space {sp.name}, resolution {arch['resolution']}, width x{arch['width_mult']}: "
                  f"{total.params / 1e6:.3f}M params, {total.flops / 1e6:.1f}M FLOPs, latency {lat_txt}")
     return Report(data, "\n".join(lines))

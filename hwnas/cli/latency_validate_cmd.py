@@ -59,6 +59,11 @@ def run(args: argparse.Namespace) -> Report:
         lines.append(f"calibration: {src}")
     if result["archs_with_estimates"]:
         lines.append(f"{result['archs_with_estimates']} arch(s) needed blocks estimated by the regressor")
+    for label, key in (("with dead edges", "dead_edge_archs"), ("all edges live", "live_archs")):
+        g = result.get(key)
+        if g is not None:
+            lines.append(f"{label:14} {g['within_5pct']:7.0%} {g['within_10pct']:7.0%} {g['rmse_pct']:8.2f}   "
+                         f"(n = {g['n']}, {'calibrated' if result['calibrated'] else 'LUT sum'})")
     if args.plot:
         lines.append(f"scatter plot: {args.plot}")
     return Report(result, "\n".join(lines))

@@ -16,9 +16,11 @@ def setup(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> Report:
     rows = [load_space(n).describe() for n in space_names()]
-    data = {"spaces": [{k: r[k] for k in ("name", "decisions", "size_log10", "presets", "resolution", "description")}
-                       for r in rows]}
-    lines = [f"{'space':18} {'decisions':>9} {'log10(size)':>11}  presets"]
+    keys = ("name", "kind", "decisions", "size_log10", "size", "presets", "resolution", "description")
+    data = {"spaces": [{k: r[k] for k in keys} for r in rows]}
+    lines = [f"{'space':18} {'kind':5} {'decisions':>9} {'size':>9} {'log10(size)':>11}  presets"]
     for r in rows:
-        lines.append(f"{r['name']:18} {r['decisions']:>9} {r['size_log10']:>11.2f}  {', '.join(r['presets']) or '-'}")
+        size = f"{r['size']:,}" if r["size"] is not None and r["size"] < 10**7 else "-"
+        lines.append(f"{r['name']:18} {r['kind']:5} {r['decisions']:>9} {size:>9} {r['size_log10']:>11.2f}  "
+                     f"{', '.join(r['presets']) or '-'}")
     return Report(data, "\n".join(lines))

@@ -1,9 +1,10 @@
 """Vectorized latency, FLOPs and parameters of many architectures at once (numpy, no model builds).
 
 Every position of the network is a slot whose block depends on a few decisions
-(``SearchSpace.slots``). For each slot one dense array holds the cost of every combination of its
-decisions' options (``SearchSpace.slot_blocks``); an architecture's cost is the constant part plus
-the sum over slots of ``array[slot][indices[:, slot.decisions]]``. The calibration (linear in
+(``SearchSpace.layout``). For each slot one dense array holds the cost of every combination of its
+decisions' options; an architecture's cost is the constant part plus the sum over slots of
+``array[slot][indices[:, slot.decisions]]``. A cell edge's slot depends on every decision of its
+cell, because whether it is live does (a dead edge costs nothing: ``CellSpace.layout``). The calibration (linear in
 per-block features, ``hwnas.latency.calibration``) folds into the arrays: block ms ↦ a·ms + b, plus c.
 The same arrays give the exact expected cost of independent per-decision distributions
 (``hwnas.latency.expected``).
@@ -54,14 +55,12 @@ class BatchPredictor:
         self.calibrated = model.calibration is not None
         scale, per_block = model.calibration.per_block() if model.calibration else (1.0, 0.0)
         self._intercept = model.calibration.intercept_ms if model.calibration else 0.0
-        # slot → {combo: block | None}; grouped by decision tuple so shared tuples add up
-        self._slot_tables: list[tuple[tuple[int, ...], dict[tuple[int, ...], Block | None]]] = []
+        # per slot: its decisions, blocks and dense block-index array (-1: nothing)
+        self._layout = space.layout(resolution=resolution, width_mult=width_mult, num_classes=num_classes)
         blocks: dict[Block, None] = {}
-        for slot in space.slots():
-            table = space.slot_blocks(slot, resolution=resolution, width_mult=width_mult, num_classes=num_classes)
-            self._slot_tables.append((slot.decisions, table))
-            for b in table.values():
-                if b is not None and op_key(b) is not None:
+        for t in self._layout:
+            for b in t.blocks:
+                if op_key(b) is not None:
                     blocks.setdefault(b, None)
         keys = list(dict.fromkeys(op_key(b) for b in blocks))
         ms, self.estimated = model.keys_ms(keys, strict=strict)
@@ -76,11 +75,10 @@ class BatchPredictor:
     def _arrays(self, value) -> list[Term]:
         """One dense array per distinct decision tuple: Σ over its slots of ``value(block)`` (0 for none/skip)."""
         grouped: dict[tuple[int, ...], np.ndarray] = {}
-        for decisions, table in self._slot_tables:
-            arr = grouped.setdefault(decisions, np.zeros(tuple(int(self.num_options[d]) for d in decisions)))
-            for combo, b in table.items():
-                if b is not None and op_key(b) is not None:
-                    arr[combo] += value(b)
+        for t in self._layout:
+            arr = grouped.setdefault(t.decisions, np.zeros(tuple(int(self.num_options[d]) for d in t.decisions)))
+            vals = np.array([value(b) if op_key(b) is not None else 0.0 for b in t.blocks] + [0.0])
+            arr += vals[t.index]  # index -1 → the trailing 0
         return list(grouped.items())
 
     # ---- vectorized evaluation ---------------------------------------------------------------

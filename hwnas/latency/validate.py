@@ -186,7 +186,26 @@ def validate(model: LatencyModel, space, *, samples: int, calibration_samples: i
     result["archs"] = [{"indices": space.encode(a).tolist(), "measured_ms": m, "predicted_ms": f, "lut_sum_ms": s,
                         "num_blocks": p.num_blocks, "estimated": len(p.estimated), "spread_pct": sp}
                        for a, m, f, s, p, sp in zip(archs, measured, final, lut, preds, spread)]
+    if space.kind == "cell":
+        result.update(dead_edge_split(space, archs, final, measured))
+        for row, a in zip(result["archs"], archs):
+            row["dead_edges"] = len(space.decisions) - len(space.active_decisions(a))
     return result
+
+
+def dead_edge_split(space, archs: Sequence[dict[str, Any]], predicted: Sequence[float],
+                    measured: Sequence[float]) -> dict[str, Any]:
+    """Cell spaces: the error stats of archs with dead edges (``none`` or cut off) and of the others.
+
+    Returns:
+        ``dead_edge_share`` (fraction of archs with at least one dead edge), ``dead_edge_archs`` and
+        ``live_archs`` (``error_stats`` of each group, None when the group is empty).
+    """
+    dead = np.array([len(space.active_decisions(a)) < len(space.decisions) for a in archs])
+    p, m = np.asarray(predicted, dtype=np.float64), np.asarray(measured, dtype=np.float64)
+    return {"dead_edge_share": float(dead.mean()) if dead.size else 0.0,
+            "dead_edge_archs": error_stats(p[dead], m[dead]) if dead.any() else None,
+            "live_archs": error_stats(p[~dead], m[~dead]) if (~dead).any() else None}
 
 
 def plot_scatter(result: dict[str, Any], path: str | Path, *, title: str = "") -> Path:

@@ -8,6 +8,7 @@ from hwnas.space.arch_import import IMPORTERS, OFA_DEFAULT_SPACE
 from hwnas.space.blocks import Block, op_key, parse_key
 from hwnas.space.bounds import minimize
 from hwnas.space.build import HwnasNet, build_model
+from hwnas.space.cell_modules import CELL_BLOCK_OPS  # registers the cell-op builders
 from hwnas.space.cost import CostCounter
 from hwnas.space.loader import SPACES_DIR, load_named_space, load_space, space_names, space_of_choices
 from hwnas.space.ops import make_module
@@ -16,6 +17,7 @@ from hwnas.space.search_space import SearchSpace, Slot
 
 __all__ = [
     "ArchSettings",
+    "CELL_BLOCK_OPS",
     "Block",
     "CostCounter",
     "HwnasNet",

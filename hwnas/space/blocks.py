@@ -15,6 +15,12 @@ Key convention (Once-for-All / ProxylessNAS, so their published tables import; s
   ``shuffle-…``, ``xception-…`` (ShuffleNetV2 units, with ``mid`` and ``proj`` channel counts).
 
 ``hs`` marks h-swish; ReLU and ReLU6 share ``hs:0`` as in the published tables.
+
+Cell spaces (NAS-Bench-201, DARTS) key each live edge by its op, shape and stride, e.g.
+``nor_conv_3x3-input:32x32x16-output:32x32x16-stride:1`` (``-affine:0`` where the batch norms learn
+no scale and shift, as in DARTS search networks); their skeleton parts carry names from the space
+(``ResBlock``, ``LastAct``, ``Preprocess``). A cell is wired by the blocks' ``src`` and ``dst``
+registers (``hwnas.space.wiring``), which are not part of a block's identity.
 """
 
 from __future__ import annotations
@@ -25,6 +31,14 @@ from typing import Any
 #: Ops a space may use in its stages, stem or head.
 STAGE_OPS = ("mbconv", "conv", "sepconv", "shuffle", "xception", "skip")
 FIXED_OPS = ("conv", "maxpool", "avgpool", "classifier")
+#: Ops of cell-space edges (NAS-Bench-201, Dong & Yang 2020, Sec. 2.1; DARTS, Liu et al. 2019, Sec. 3.1.1).
+#: ``none`` never becomes a block (a dead edge); ``skip_connect`` at stride 1 is the block op ``skip``.
+CELL_EDGE_OPS = ("nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3", "max_pool_3x3", "skip_connect",
+                 "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
+#: Skeleton and wiring ops of cell spaces: NAS-Bench-201's residual reduction block, BN + ReLU before
+#: pooling, DARTS's 1x1 ReLU-conv-BN and factorized-reduce preprocessing, and ``concat`` (a cell's
+#: output: the concatenation of its output nodes, free).
+CELL_SKELETON_OPS = ("resblock", "bn_relu", "relu_conv_bn", "factorized_reduce", "concat")
 ACTIVATIONS = ("relu", "relu6", "hswish", "none")
 SE_GATES = ("hsigmoid", "sigmoid")
 
@@ -62,9 +76,14 @@ class Block:
         pool: ``classifier``: global average pooling before the linear layer.
         dropout: ``classifier``: dropout rate before the linear layer.
         bn_eps: Batch-norm epsilon.
+        affine: Cell ops: whether the batch norms learn a scale and shift (DARTS search: no).
         name: Key prefix for fixed parts (``Conv``, ``Conv_1``, ``Logits``, ...); empty for
             searchable layers, whose prefix comes from ``op``.
         slot: Where the block sits (``stem.0``, ``s1.2``, ``head.1``); not part of its identity.
+        src: Registers the block reads (``hwnas.space.wiring``); empty: the running tensor.
+            Not part of its identity.
+        dst: Register the block adds its output into; empty: it replaces the running tensor.
+            Not part of its identity.
     """
 
     op: str
@@ -84,8 +103,11 @@ class Block:
     pool: bool = False
     dropout: float = 0.0
     bn_eps: float = 1e-5
+    affine: bool = True
     name: str = ""
     slot: str = field(default="", compare=False)
+    src: tuple[str, ...] = field(default=(), compare=False)
+    dst: str = field(default="", compare=False)
 
     @property
     def out_hw(self) -> int:
@@ -104,7 +126,7 @@ def _shape(hw: int, channels: int) -> str:
 
 
 def op_key(block: Block) -> str | None:
-    """The latency-table key of a block; ``None`` for ``skip``, which costs nothing.
+    """The latency-table key of a block; ``None`` for ``skip`` and ``concat``, which cost nothing.
 
     Args:
         block: A resolved block.
@@ -113,14 +135,16 @@ def op_key(block: Block) -> str | None:
         The key, e.g. ``expanded_conv-input:56x56x24-output:28x28x40-expand:144-kernel:5-stride:2-idskip:0-se:0-hs:0``.
     """
     b = block
-    if b.op == "skip":
+    if b.op in ("skip", "concat"):
         return None
     io = f"input:{_shape(b.hw, b.cin)}-output:"
     if b.op == "classifier":
         return f"{b.name or 'Logits'}-{io}{b.cout}"
     io += _shape(b.out_hw, b.cout)
     if b.name:  # a fixed part of the network, named by the space file
-        return f"{b.name}-{io}"
+        return f"{b.name}-{io}" + ("" if b.affine else "-affine:0")
+    if b.op in CELL_EDGE_OPS:
+        return f"{b.op}-{io}-stride:{b.stride}" + ("" if b.affine else "-affine:0")
     prefix = _OP_KEY_PREFIX[b.op]
     flags = f"idskip:{int(b.residual)}-se:{int(b.se > 0)}-hs:{int(b.act == 'hswish')}"
     if b.op == "mbconv":
@@ -144,7 +168,7 @@ def make_divisible(value: float, divisor: int) -> int:
     return new
 
 
-_SEARCHABLE_PREFIX = {v: k for k, v in _OP_KEY_PREFIX.items()}
+_SEARCHABLE_PREFIX = {**{v: k for k, v in _OP_KEY_PREFIX.items()}, **{op: op for op in CELL_EDGE_OPS}}
 
 
 def parse_key(key: str) -> dict[str, Any]:

@@ -9,10 +9,14 @@ from torch import nn
 
 from hwnas.space.blocks import Block
 from hwnas.space.ops import make_module
+from hwnas.space.wiring import Registers, is_wired
 
 
 class HwnasNet(nn.Module):
     """A network as a plain sequence of block modules (``self.blocks[i]`` is ``specs[i]``).
+
+    Chain networks pass one tensor along; cell networks route it through the blocks' registers
+    (``hwnas.space.wiring``).
 
     Args:
         blocks: Resolved blocks from ``SearchSpace.resolve``, stem to classifier.
@@ -22,11 +26,17 @@ class HwnasNet(nn.Module):
         super().__init__()
         self.specs: tuple[Block, ...] = tuple(blocks)
         self.blocks = nn.ModuleList(make_module(b) for b in self.specs)
+        self.wired = is_wired(self.specs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # N, 3, R, R → N, classes
-        for block in self.blocks:
-            x = block(x)
-        return x
+        if not self.wired:
+            for block in self.blocks:
+                x = block(x)
+            return x
+        regs = Registers(x)
+        for spec, block in zip(self.specs, self.blocks):
+            regs.run(spec, block)
+        return regs.x
 
 
 def build_model(blocks: Sequence[Block]) -> HwnasNet:

@@ -23,6 +23,7 @@ from torch import nn
 from hwnas.compat import import_fvcore_flops
 from hwnas.space.blocks import Block
 from hwnas.space.build import count_params
+from hwnas.space.cells.ops import Concat
 from hwnas.space.ops import make_module
 
 
@@ -56,7 +57,8 @@ def fvcore_flops(module: torch.nn.Module, inputs: torch.Tensor) -> int:
 
 
 #: Leaf layers fvcore does not count (elementwise activations and identities; fvcore's ignored ops).
-_FREE = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Identity, nn.Dropout, nn.MaxPool2d)
+_FREE = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Identity, nn.Dropout, nn.MaxPool2d,
+         nn.AvgPool2d, Concat)
 
 
 def _leaf_flops(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int | None:

@@ -8,6 +8,8 @@ from typing import Any, Mapping
 from hwnas.errors import InputError
 from hwnas.jsonio import read_json
 from hwnas.safeio import check_name, short
+from hwnas.space.cells.cell_space import CellSpace
+from hwnas.space.cells.cell_spec import parse_cell_space
 from hwnas.space.schema import parse_space
 from hwnas.space.search_space import SearchSpace
 
@@ -15,12 +17,21 @@ from hwnas.space.search_space import SearchSpace
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 
 
-def space_names() -> list[str]:
-    """Names of the shipped spaces (``search_spaces/*.json``), sorted."""
-    return sorted(p.stem for p in SPACES_DIR.glob("*.json"))
+def space_names(kind: str | None = None) -> list[str]:
+    """Names of the shipped spaces (``search_spaces/*.json``), sorted; only ``chain`` or ``cell``
+    spaces when ``kind`` is given."""
+    names = sorted(p.stem for p in SPACES_DIR.glob("*.json"))
+    if kind is None:
+        return names
+    return [n for n in names if _kind(SPACES_DIR / f"{n}.json") == kind]
 
 
-def load_space(name_or_path: str | Path) -> "SearchSpace":
+def _kind(path: Path) -> str:
+    raw = read_json(path, what="space file")
+    return str(raw.get("kind", "chain")) if isinstance(raw, dict) else "chain"
+
+
+def load_space(name_or_path: str | Path) -> "SearchSpace | CellSpace":
     """Loads a space by shipped name (``proxyless``) or by path to a space file.
 
     Only for names and paths from the command line: a space named inside a file (an arch file's
@@ -36,10 +47,15 @@ def load_space(name_or_path: str | Path) -> "SearchSpace":
             raise InputError(f"space {short(str(name_or_path))} is unknown (shipped spaces: {', '.join(space_names())}).")
         p = candidate
     raw = read_json(p, what="space file")
-    return SearchSpace(parse_space(raw, origin=str(p)))
+    if isinstance(raw, dict) and raw.get("kind", "chain") == "cell":
+        return CellSpace(parse_cell_space(raw, origin=str(p)))
+    if isinstance(raw, dict) and raw.get("kind", "chain") != "chain":
+        raise InputError(f"{p}: kind: must be 'chain' or 'cell', got {short(raw.get('kind'))}.")
+    return SearchSpace(parse_space({k: v for k, v in raw.items() if k != "kind"} if isinstance(raw, dict) else raw,
+                                   origin=str(p)))
 
 
-def load_named_space(name: Any, *, field: str) -> "SearchSpace":
+def load_named_space(name: Any, *, field: str) -> "SearchSpace | CellSpace":
     """Loads a shipped space by the plain name a file gives (``field`` names it in messages).
 
     Raises:

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from hwnas.errors import InputError
+from hwnas.space.wiring import Registers
 from hwnas.supernet.supernet import SuperNet
 
 
@@ -225,6 +226,8 @@ def gated_forward(supernet: SuperNet, x: torch.Tensor, gates: Sequence[torch.Ten
     """
     active = [int(v) for v in paths.active]
     inactive = [int(v) for v in paths.inactive]
+    if supernet.wired:
+        return _gated_cell_forward(supernet, x, gates, active, inactive)
     for si, slot in enumerate(supernet.slots):
         plan = supernet.slot_steps(si)
         decs = slot.decisions
@@ -254,3 +257,52 @@ def gated_forward(supernet: SuperNet, x: torch.Tensor, gates: Sequence[torch.Ten
             out = out + w_other * y_other.detach()
         x = out
     return x
+
+
+def _gated_cell_forward(supernet: SuperNet, x: torch.Tensor, gates: Sequence[torch.Tensor], active: list[int],
+                        inactive: list[int]) -> torch.Tensor:
+    """``gated_forward`` on a cell network: each edge slot adds its gated terms into its node.
+
+    The active path is computed exactly (a ``none`` edge, or one whose source node nothing wrote,
+    adds nothing). An inactive option adds its gated, detached output only where the active one
+    wrote or its node already exists; otherwise its gate gets no gradient this step, so that the
+    active path's dead parts stay dead.
+    """
+    regs = Registers(x)
+    for si, slot in enumerate(supernet.slots):
+        plan = supernet.slot_steps(si)
+        decs = slot.decisions
+        combo = tuple(active[d] for d in decs)
+        step = plan[combo]
+        if not decs:
+            if step is not None:
+                regs.run(step.block, lambda *ins, step=step: supernet.run_step(step, *ins))
+            continue
+        out: torch.Tensor | None = None
+        target = None
+        ins = regs.inputs(step.block) if step is not None else None
+        if step is not None and ins is not None:
+            weight = gates[decs[0]][combo[0]]
+            for d, o in zip(decs[1:], combo[1:]):
+                weight = weight * gates[d][o]
+            out, target = weight * supernet.run_step(step, *ins), step.block
+        for k, d in enumerate(decs):
+            if inactive[d] == active[d]:
+                continue
+            other_step = plan[combo[:k] + (inactive[d],) + combo[k + 1:]]
+            if other_step is None or (out is None and other_step.block.dst not in regs.values):
+                continue
+            other_ins = regs.inputs(other_step.block)
+            if other_ins is None:
+                continue
+            with torch.no_grad():
+                y_other = supernet.run_step(other_step, *other_ins)
+            w_other = gates[d][inactive[d]]
+            for e, o in zip(decs, combo):
+                if e != d:
+                    w_other = w_other * gates[e][o]
+            term = w_other * y_other.detach()
+            out, target = (term, other_step.block) if out is None else (out + term, target)
+        if out is not None and target is not None:
+            regs.write(target, out)
+    return regs.x

@@ -40,7 +40,7 @@ class _Path(nn.Module):
     """One path of a supernet whose submodules are only the candidate modules the path runs.
 
     ``modules()``, ``train()`` and ``eval()`` visit these modules, not the whole supernet; the
-    forward pass is ``SuperNet.run_step`` on each step, the same computation as ``PathModel``.
+    forward pass is ``SuperNet.run_steps``, the same computation as ``PathModel``.
     """
 
     def __init__(self, supernet: SuperNet, steps: Sequence[Step]) -> None:
@@ -48,12 +48,10 @@ class _Path(nn.Module):
         self.steps = list(steps)
         names = list(dict.fromkeys(s.candidate for s in self.steps if s.candidate is not None))
         self.used = nn.ModuleList([supernet.candidates[n] for n in names])
-        self._run = supernet.run_step
+        self._run = supernet.run_steps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for step in self.steps:
-            x = self._run(step, x)
-        return x
+        return self._run(self.steps, x)
 
 
 class SupernetEvaluator:

@@ -57,6 +57,7 @@ from torch import nn
 from torch.func import functional_call
 
 from hwnas.space import Block, HwnasNet, SearchSpace, Slot, build_model, is_ref, make_module
+from hwnas.space.wiring import Registers
 from hwnas.supernet.weight_copy import copy_slices
 from hwnas.supernet.weight_copy import named_tensors as _named_tensors
 from hwnas.supernet.weight_copy import reinit
@@ -97,6 +98,10 @@ def _structure(block: Block) -> Block:
                                kernel=0, residual=False, slot="")
 
 
+def _is_edge(gkey: Any) -> bool:
+    return isinstance(gkey, tuple) and gkey[:1] == ("edge",)
+
+
 @dataclasses.dataclass(frozen=True)
 class Step:
     """One block of a path: the shared candidate that computes it (``None`` for identity)."""
@@ -132,11 +137,14 @@ class SuperNet(nn.Module):
         # per slot: decision-option combo → Step (the exact block and the candidate that runs it)
         self._plan: list[dict[tuple[int, ...], Step | None]] = []
         self._big: dict[str, Block] = {}
+        edge_names: dict[Any, str] = {}  # cell edges: (src, dst, block) → candidate, shared across slots
         for si, slot in enumerate(self.slots):
             table = space.slot_blocks(slot, resolution=resolution, width_mult=width_mult, num_classes=num_classes)
             op_pos = [p for p, d in enumerate(slot.decisions) if d not in neutral]
 
             def group(combo: tuple[int, ...], block: Block, op_pos=op_pos):
+                if block.dst and slot.decisions:  # a cell edge: one module per (source, destination, op)
+                    return ("edge", block.src, block.dst, block)
                 return tuple(combo[p] for p in op_pos) if sharing == "separate" else _structure(block)
 
             groups: dict[Any, list[Block]] = {}
@@ -145,12 +153,17 @@ class SuperNet(nn.Module):
                     groups.setdefault(group(combo, block), []).append(block)
             names = {}
             for i, (gkey, blocks) in enumerate(groups.items()):
-                tag = "_".join(map(str, gkey)) if sharing == "separate" else str(i)
+                if _is_edge(gkey) and gkey in edge_names:
+                    names[gkey] = edge_names[gkey]
+                    continue
+                tag = "_".join(map(str, gkey)) if sharing == "separate" and not _is_edge(gkey) else str(i)
                 name = f"s{si}_o{tag}"
                 big = _largest(blocks)
                 self.candidates[name] = make_module(big)
                 self._big[name] = big
                 names[gkey] = name
+                if _is_edge(gkey):
+                    edge_names[gkey] = name
             plan: dict[tuple[int, ...], Step | None] = {}
             for combo, block in table.items():
                 if block is None:
@@ -160,6 +173,7 @@ class SuperNet(nn.Module):
                 else:
                     plan[combo] = Step(block, si, names[group(combo, block)])
             self._plan.append(plan)
+        self.wired = any(s is not None and (s.block.src or s.block.dst) for p in self._plan for s in p.values())
         self._templates: dict[Block, tuple[nn.Module, list[tuple[nn.Module, nn.Module]], dict[str, str]]] = {}
         self.init = "independent"
         if init != "independent":
@@ -240,10 +254,11 @@ class SuperNet(nn.Module):
     def path(self, arch: Mapping[str, Any] | np.ndarray | Sequence[int]) -> list[Step]:
         """The steps of an architecture's path, stem to classifier."""
         idx = self.indices(arch)
+        dead = self.space.dead_slots(idx)
         steps = []
-        for slot, plan in zip(self.slots, self._plan):
+        for si, (slot, plan) in enumerate(zip(self.slots, self._plan)):
             step = plan[tuple(int(idx[d]) for d in slot.decisions)]
-            if step is not None:
+            if step is not None and si not in dead:
                 steps.append(step)
         return steps
 
@@ -251,13 +266,13 @@ class SuperNet(nn.Module):
         """Every step a slot can take, by option indices of ``slots[slot].decisions``."""
         return self._plan[slot]
 
-    def run_step(self, step: Step, x: torch.Tensor) -> torch.Tensor:
-        """Runs one block of a path with the shared weights."""
+    def run_step(self, step: Step, x: torch.Tensor, *more: torch.Tensor) -> torch.Tensor:
+        """Runs one block of a path with the shared weights (``more``: a ``concat`` block's other inputs)."""
         if step.candidate is None:
             return x
         module = self.candidates[step.candidate]
         if step.block == self._big[step.candidate]:
-            return module(x)
+            return module(x, *more)
         template, bn_pairs, names = self._template(step.block, module)
         template.train(module.training)
         for t_bn, s_bn in bn_pairs:
@@ -268,9 +283,18 @@ class SuperNet(nn.Module):
 
     def forward(self, x: torch.Tensor, arch: Mapping[str, Any] | np.ndarray | Sequence[int]) -> torch.Tensor:
         """Logits of one path: N, 3, R, R → N, classes."""
-        for step in self.path(arch):
-            x = self.run_step(step, x)
-        return x
+        return self.run_steps(self.path(arch), x)
+
+    def run_steps(self, steps: Sequence[Step], x: torch.Tensor) -> torch.Tensor:
+        """Runs a path's steps on ``x``: along the chain, or through a cell network's registers."""
+        if not self.wired:
+            for step in steps:
+                x = self.run_step(step, x)
+            return x
+        regs = Registers(x)
+        for step in steps:
+            regs.run(step.block, lambda *ins, step=step: self.run_step(step, *ins))
+        return regs.x
 
     def weighted_forward(self, x: torch.Tensor, weights: Sequence[torch.Tensor], *,
                          compute: Sequence[Sequence[int]] | None = None,
@@ -301,7 +325,11 @@ class SuperNet(nn.Module):
             raise ValueError(f"expected {len(self.space.decisions)} weight vectors, got {len(weights)}")
         nonzero = ([list(c) for c in compute] if compute is not None
                    else [torch.nonzero(w.detach() != 0).flatten().tolist() for w in weights])
+        regs = Registers(x) if self.wired else None
         for slot, plan in zip(self.slots, self._plan):
+            if regs is not None:
+                self._weighted_cell_slot(regs, slot, plan, weights, nonzero, identity_fn)
+                continue
             if not slot.decisions:
                 step = plan[()]
                 x = x if step is None else self.run_step(step, x)
@@ -320,7 +348,38 @@ class SuperNet(nn.Module):
                                      f"({tuple(y.shape)} vs {tuple(out.shape)}); fix width decisions first")
                 out = w * y if out is None else out + w * y
             x = out if out is not None else x
-        return x
+        return regs.x if regs is not None else x
+
+    def _weighted_cell_slot(self, regs: Registers, slot: Slot, plan: dict[tuple[int, ...], Step | None],
+                            weights: Sequence[torch.Tensor], nonzero: Sequence[Sequence[int]],
+                            identity_fn: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
+        """One slot of a cell network under weights: the weighted sum of its steps, added into their
+        node. A ``none`` option contributes zeros (DARTS's zero op, Liu et al. 2019, Sec. 2.1), and so
+        does an edge whose source node nothing wrote."""
+        if not slot.decisions:
+            step = plan[()]
+            if step is not None:
+                regs.run(step.block, lambda *ins: self.run_step(step, *ins))
+            return
+        out: torch.Tensor | None = None
+        target: Block | None = None
+        for combo in itertools.product(*(nonzero[d] for d in slot.decisions)):
+            step = plan[combo]
+            if step is None:
+                continue
+            ins = regs.inputs(step.block)
+            if ins is None:
+                continue
+            w = weights[slot.decisions[0]][combo[0]]
+            for d, o in zip(slot.decisions[1:], combo[1:]):
+                w = w * weights[d][o]
+            y = self.run_step(step, *ins)
+            if identity_fn is not None and step.candidate is None:
+                y = identity_fn(y)
+            out = w * y if out is None else out + w * y
+            target = step.block
+        if out is not None and target is not None:
+            regs.write(target, out)
 
     def path_candidates(self, arch: Mapping[str, Any] | np.ndarray | Sequence[int]) -> list[str]:
         """Names of the candidate modules an architecture's path uses."""
@@ -367,6 +426,4 @@ class PathModel(nn.Module):
         self.steps = supernet.path(arch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for step in self.steps:
-            x = self.supernet.run_step(step, x)
-        return x
+        return self.supernet.run_steps(self.steps, x)

@@ -16,10 +16,12 @@ PRESETS = [(n, p) for n in space_names() for p in load_space(n).presets]
 @pytest.mark.parametrize("space,preset", PRESETS)
 def test_block_sum_equals_whole_model_fvcore(space, preset):
     sp = load_space(space)
-    blocks = sp.resolve(sp.preset(preset))
+    arch = sp.preset(preset)
+    blocks = sp.resolve(arch)
     cost = CostCounter().blocks(blocks)
     model = build_model(blocks)
-    assert cost.flops == fvcore_flops(model, torch.zeros(1, 3, 224, 224))
+    r = arch["resolution"]
+    assert cost.flops == fvcore_flops(model, torch.zeros(1, 3, r, r))
     assert cost.params == count_params(model)
 
 

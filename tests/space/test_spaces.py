@@ -183,9 +183,10 @@ def test_preset_builds_and_runs(space, preset, resolution):
     r = arch["resolution"]
     with torch.no_grad():
         y = model(torch.randn(2, 3, r, r).contiguous(memory_format=torch.channels_last))
-    assert y.shape == (2, 1000)
+    assert y.shape == (2, sp.spec.num_classes)
     assert torch.isfinite(y).all()
-    assert (y[0] - y[1]).abs().max() > 1e-3 * y.abs().max()  # the output depends on the input
+    cut = sp.kind == "cell" and not any(b.dst for b in blocks if b.op != "concat")  # no live edge: zeros
+    assert cut or (y[0] - y[1]).abs().max() > 1e-3 * y.abs().max()  # the output depends on the input
     if (space, preset) in HAND_COUNTS:  # the others: torchvision and ProxylessNAS-log tests below
         ref = HAND_COUNTS[space, preset](r)
         assert count_params(model) == ref.params

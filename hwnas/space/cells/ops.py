@@ -121,6 +121,13 @@ class FactorizedReduce(nn.Module):
         return self.bn(out)
 
 
+class Concat(nn.Module):
+    """A cell's output: its output nodes concatenated along channels (one node: that node)."""
+
+    def forward(self, *parts: torch.Tensor) -> torch.Tensor:  # each N, C_i, H, W
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # N, Σ C_i, H, W
+
+
 class Zero(nn.Module):
     """The ``none`` op: zeros of the output shape. Only mixtures (supernets) run it; derived networks
     treat a ``none`` edge as dead and build nothing."""
