@@ -76,6 +76,21 @@ def test_batch_latency_leaves_dead_edges_out_for_every_cell(tmp_path):
     assert lat.min() == pytest.approx(skeleton)  # every cell with no live edge costs the skeleton alone
 
 
+def test_expected_latency_and_minimum_cover_dead_edges(tmp_path):
+    from hwnas.space import minimize
+
+    table = LatencyTable.load(synthetic_table("nasbench201", resolution=32, width_mult=1.0, num_classes=10,
+                                              path=tmp_path / "t.json"))
+    bp = BatchPredictor.build(LatencyModel.from_table(table), NB)
+    every = bp.latency(np.array([NB.encode(NB.from_string(format_nb201(c))) for c in all_cells()]))
+    uniform = [torch.full((5,), 0.2, dtype=torch.float64) for _ in NB.decisions]
+    assert float(bp.expected_latency(uniform)) == pytest.approx(every.mean(), rel=1e-12)  # exact, not an upper bound
+    onehot = [torch.nn.functional.one_hot(torch.tensor(i), 5).double() for i in (3, 0, 3, 0, 0, 1)]
+    assert float(bp.expected_latency(onehot)) == pytest.approx(float(bp.latency(np.array([3, 0, 3, 0, 0, 1]))[0]))
+    lo, arg = minimize(*bp.terms("latency")[:1], NB.num_options, const=bp.terms("latency")[1])
+    assert lo == pytest.approx(every.min()) and float(bp.latency(arg)[0]) == pytest.approx(lo)
+
+
 def test_darts_v2_has_the_published_parameter_count():
     sp = load_space("darts-c36")
     model = build_model(sp.resolve(sp.preset("darts_v2")))
@@ -145,6 +160,15 @@ def nb_table(tmp_path_factory) -> Path:
                            path=tmp_path_factory.mktemp("nb") / "synthetic.json")
 
 
+def test_a_search_on_the_darts_space(tmp_path, capsys):
+    table = synthetic_table("darts", resolution=32, width_mult=0.25, num_classes=10, path=tmp_path / "d.json")
+    summary = _hwnas(capsys, "search", "--space", "darts", "--strategy", "spos-evolution", "--table", str(table),
+                     "--latency-ms", "5", "--data-limit", "64", "--epochs", "1", "--bn-batches", "1", "--population",
+                     "4", "--generations", "1", "--top-k", "2", "--verify", "0", "--out", str(tmp_path / "run"))
+    arch = load_space("darts").validate_arch(summary["arch"])
+    assert arch["width_mult"] == 0.25 and summary["latency_source"] == "predicted"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy,extra", [
     ("spos-evolution", ["--population", "4", "--generations", "1", "--top-k", "2"]),
@@ -163,3 +187,32 @@ def test_every_strategy_searches_nasbench201(nb_table, tmp_path, capsys, strateg
     bp = BatchPredictor.build(LatencyModel.from_table(LatencyTable.load(nb_table)), NB, width_mult=0.25,
                               num_classes=10)
     assert summary["predicted_latency_ms"] == pytest.approx(float(bp.latency(NB.encode(arch))[0]), rel=1e-9)
+
+
+def test_darts_derivation_keeps_the_two_strongest_non_none_edges_per_node():
+    from hwnas.space.cells.cell_spec import genotype_choices
+    from hwnas.space.cells.darts_genotype import DARTS_OPS
+    from hwnas.space.cells.derive import RELAXED_EDGES, derive_cell, derive_choices
+
+    def alphas(pairs):
+        a = np.zeros((len(RELAXED_EDGES), len(DARTS_OPS)))
+        a[:, 0] = 5.0  # 'none' dominates every edge: it must never count
+        for k, (op, src) in enumerate(pairs):
+            a[RELAXED_EDGES.index((2 + k // 2, src)), DARTS_OPS.index(op)] = 4.0 - 0.5 * (k % 2)
+        return a
+
+    assert derive_choices(alphas(DARTS_V2.normal), alphas(DARTS_V2.reduce)) == genotype_choices(DARTS_V2)
+    # hand-checked: node 3's edge from node 2 has softmax weights (none 0.9, others small) and loses
+    a = np.zeros((14, 8))
+    a[RELAXED_EDGES.index((3, 2)), :] = [9.0, 1, 1, 1, 1, 1, 1, 1]
+    a[RELAXED_EDGES.index((3, 0)), DARTS_OPS.index("sep_conv_5x5")] = 2.0
+    a[RELAXED_EDGES.index((3, 1)), DARTS_OPS.index("dil_conv_3x3")] = 1.0
+    pairs = derive_cell(a)
+    assert pairs[2:4] == (("sep_conv_5x5", 0), ("dil_conv_3x3", 1))
+
+
+@pytest.mark.parametrize("name", ["nasbench201", "darts", "darts-c36"])
+def test_the_shipped_cell_table_covers_its_spaces(name):
+    path = Path(__file__).resolve().parents[2] / "latency_tables" / "cpu-ort-1t-cells_r32.json"
+    bp = BatchPredictor.build(LatencyModel.load(str(path)), load_space(name), strict=True)
+    assert bp.estimated == []
