@@ -28,7 +28,17 @@ from hwnas.space.loader import load_space, space_names  # noqa: E402
 
 #: resolution → classes of the table (224: the spaces' ImageNet heads; 32: the digits data set).
 CLASSES = {224: 1000, 32: 10}
+#: The device name of the shipped 224/32-px tables (made on the Intel Xeon variant of the machine kind).
 DEVICE_NAME = "hwnas-ci-cpu (2-core Intel Xeon, AVX-512)"
+
+
+def _default_device_name() -> str:
+    """``hwnas-ci-cpu (N-core <processor model>)`` of this machine (the header's ``processor`` too)."""
+    import os
+
+    from hwnas.profile.backend import processor_name
+
+    return f"hwnas-ci-cpu ({os.cpu_count()}-core {processor_name()})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,14 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spaces", default="all", help="comma-separated space names (default: every shipped space)")
     p.add_argument("--out-dir", default=str(ROOT / "latency_tables"))
     p.add_argument("--prefix", default="cpu-ort-1t", help="file names: <prefix>_r<resolution>.json")
-    p.add_argument("--device-name", default=DEVICE_NAME)
+    p.add_argument("--device-name", default=None,
+                   help=f"table device name (default: this machine's core count and processor; the shipped "
+                        f"tables were named {DEVICE_NAME!r})")
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     args = p.parse_args(argv)
 
     names = space_names() if args.spaces == "all" else args.spaces.split(",")
     spaces = [load_space(n) for n in names]
-    config = BackendConfig(backend="ort-cpu", threads=1, device_name=args.device_name)
+    config = BackendConfig(backend="ort-cpu", threads=1, device_name=args.device_name or _default_device_name())
     settings = ProfileSettings(repeats=args.repeats, warmup=args.warmup)
     report = []
     for res in (int(r) for r in args.resolutions.split(",")):

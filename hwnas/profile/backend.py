@@ -169,7 +169,7 @@ class Backend(ABC):
         return {"torch": torch.__version__}
 
     def processor(self) -> str:
-        return _processor_name()
+        return processor_name()
 
     def header(self) -> dict[str, Any]:
         """The complete ``device`` header of a table measured with this backend."""
@@ -203,7 +203,8 @@ def register_backend(name: str):
     return deco
 
 
-def _processor_name() -> str:
+def processor_name() -> str:
+    """This machine's CPU model (``/proc/cpuinfo``'s model name, else ``platform.processor()``)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
