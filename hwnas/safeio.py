@@ -72,7 +72,8 @@ def read_bounded_bytes(path: str | os.PathLike, *, what: str, limit: int) -> byt
     except OSError as exc:
         raise InputError(f"{what} {p} cannot be read ({exc.strerror or exc}).") from None
     if len(data) > limit:
-        raise InputError(f"{what} {p} is larger than the limit of {limit // (1024 * 1024)} MiB.")
+        size = f"{limit // (1024 * 1024)} MiB" if limit >= 1024 * 1024 else f"{limit} bytes"
+        raise InputError(f"{what} {p} is larger than the limit of {size}.")
     return data
 
 

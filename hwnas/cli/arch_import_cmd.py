@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.errors import InputError
 from hwnas.jsonio import read_json, write_json_atomic
-from hwnas.safeio import check_writable_output, short
+from hwnas.safeio import check_writable_output, read_bounded_bytes, short
 from hwnas.space import IMPORTERS, OFA_DEFAULT_SPACE, CostCounter, load_space
 
 
@@ -33,14 +31,11 @@ def setup(p: argparse.ArgumentParser) -> None:
 def _nb201(args: argparse.Namespace):
     text = args.input
     if not text.strip().startswith("|"):
-        path = Path(text)
-        if not path.is_file():
+        if not Path(text).is_file():
             raise InputError(f"IN: {short(text)} is neither a NAS-Bench-201 string (|op~0|+|...|) nor a file.")
-        if path.stat().st_size > 4096:
-            raise InputError(f"IN: {short(text)} is too large for a NAS-Bench-201 string ({path.stat().st_size} bytes).")
-        text = path.read_text(encoding="utf-8", errors="replace").strip()
+        text = read_bounded_bytes(text, what="nb201 file", limit=4096).decode("utf-8", errors="replace").strip()
     sp = load_space(args.space or "nasbench201")
-    if sp.kind != "cell" or sp.to_string(sp.sample(np.random.default_rng(0))) is None:
+    if getattr(sp.spec, "topology", None) != "nb201":
         raise InputError(f"--space: {sp.name} is not a NAS-Bench-201 cell space.")
     return sp, sp.from_string(text, resolution=args.resolution)
 
@@ -51,23 +46,21 @@ def run(args: argparse.Namespace) -> Report:
         if args.out == args.input:
             raise InputError("--out must differ from the input file.")
         sp, arch = _nb201(args)
-        cost = CostCounter().blocks(sp.resolve(arch))
-        write_json_atomic(args.out, arch)
-        data = {"arch": arch, "space": sp.name, "out": args.out, "params": cost.params, "flops": cost.flops,
-                "nb201": sp.to_string(arch)}
-        return Report(data, f"{args.out}: {sp.to_string(arch)} in space {sp.name}, {cost.params / 1e6:.3f}M params, "
-                            f"{cost.flops / 1e6:.1f}M FLOPs")
-    raw = read_json(args.input, what=f"{args.format} file")
-    where = f"{args.format} file {args.input}"
-    if args.format == "ofa":
-        sp, arch = IMPORTERS["ofa"](raw, space=args.space or OFA_DEFAULT_SPACE, resolution=args.resolution, where=where)
     else:
-        sp, arch = IMPORTERS["proxyless"](raw, space=args.space, resolution=args.resolution, where=where)
-    if args.out == args.input:
-        raise InputError("--out must differ from the input file.")
+        raw = read_json(args.input, what=f"{args.format} file")
+        where = f"{args.format} file {args.input}"
+        if args.format == "ofa":
+            sp, arch = IMPORTERS["ofa"](raw, space=args.space or OFA_DEFAULT_SPACE, resolution=args.resolution,
+                                        where=where)
+        else:
+            sp, arch = IMPORTERS["proxyless"](raw, space=args.space, resolution=args.resolution, where=where)
+        if args.out == args.input:
+            raise InputError("--out must differ from the input file.")
     cost = CostCounter().blocks(sp.resolve(arch))
     write_json_atomic(args.out, arch)
     data = {"arch": arch, "space": sp.name, "out": args.out, "params": cost.params, "flops": cost.flops}
-    text = (f"{args.out}: arch of space {sp.name} at {arch['resolution']} px, {cost.params / 1e6:.3f}M params, "
-            f"{cost.flops / 1e6:.1f}M FLOPs")
-    return Report(data, text)
+    what = f"arch of space {sp.name} at {arch['resolution']} px"
+    if args.format == "nb201":
+        data["nb201"] = sp.to_string(arch)
+        what = f"{data['nb201']} in space {sp.name}"
+    return Report(data, f"{args.out}: {what}, {cost.params / 1e6:.3f}M params, {cost.flops / 1e6:.1f}M FLOPs")

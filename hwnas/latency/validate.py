@@ -187,21 +187,27 @@ def validate(model: LatencyModel, space, *, samples: int, calibration_samples: i
                         "num_blocks": p.num_blocks, "estimated": len(p.estimated), "spread_pct": sp}
                        for a, m, f, s, p, sp in zip(archs, measured, final, lut, preds, spread)]
     if space.kind == "cell":
-        result.update(dead_edge_split(space, archs, final, measured))
-        for row, a in zip(result["archs"], archs):
-            row["dead_edges"] = len(space.decisions) - len(space.active_decisions(a))
+        counts = [len(space.decisions) - len(space.active_decisions(a)) for a in archs]
+        result.update(dead_edge_split(counts, final, measured))
+        for row, n in zip(result["archs"], counts):
+            row["dead_edges"] = n
     return result
 
 
-def dead_edge_split(space, archs: Sequence[dict[str, Any]], predicted: Sequence[float],
+def dead_edge_split(dead_edges: Sequence[int], predicted: Sequence[float],
                     measured: Sequence[float]) -> dict[str, Any]:
     """Cell spaces: the error stats of archs with dead edges (``none`` or cut off) and of the others.
+
+    Args:
+        dead_edges: Dead edges per arch (decisions that do not change its network).
+        predicted: Predicted ms per arch.
+        measured: Measured ms per arch.
 
     Returns:
         ``dead_edge_share`` (fraction of archs with at least one dead edge), ``dead_edge_archs`` and
         ``live_archs`` (``error_stats`` of each group, None when the group is empty).
     """
-    dead = np.array([len(space.active_decisions(a)) < len(space.decisions) for a in archs])
+    dead = np.asarray(dead_edges) > 0
     p, m = np.asarray(predicted, dtype=np.float64), np.asarray(measured, dtype=np.float64)
     return {"dead_edge_share": float(dead.mean()) if dead.size else 0.0,
             "dead_edge_archs": error_stats(p[dead], m[dead]) if dead.any() else None,

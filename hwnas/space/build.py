@@ -9,7 +9,7 @@ from torch import nn
 
 from hwnas.space.blocks import Block
 from hwnas.space.ops import make_module
-from hwnas.space.wiring import Registers, is_wired
+from hwnas.space.wiring import forward, is_wired
 
 
 class HwnasNet(nn.Module):
@@ -29,14 +29,7 @@ class HwnasNet(nn.Module):
         self.wired = is_wired(self.specs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # N, 3, R, R → N, classes
-        if not self.wired:
-            for block in self.blocks:
-                x = block(x)
-            return x
-        regs = Registers(x)
-        for spec, block in zip(self.specs, self.blocks):
-            regs.run(spec, block)
-        return regs.x
+        return forward(self.specs, self.blocks, x, wired=self.wired)
 
 
 def build_model(blocks: Sequence[Block]) -> HwnasNet:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from hwnas.compat import import_fvcore_flops
-from hwnas.space.blocks import Block
+from hwnas.space.blocks import Block, op_key
 from hwnas.space.build import count_params
 from hwnas.space.cells.ops import Concat
 from hwnas.space.ops import make_module
@@ -114,7 +114,7 @@ class CostCounter:
         hit = self._cache.get(block)
         if hit is not None:
             return hit
-        if block.op == "skip":
+        if op_key(block) is None:  # skip and concat: wiring, no weights or arithmetic
             cost = ZERO
         else:
             shape = (1, block.cin, block.hw, block.hw)

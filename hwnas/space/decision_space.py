@@ -12,6 +12,7 @@ with optional ``width_mult`` (default 1.0, scales every width of the space, for 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -51,8 +52,8 @@ class SlotTable:
 class DecisionSpace:
     """Base of every search space: an ordered list of categorical decisions over a parsed spec.
 
-    Subclasses implement ``_resolve`` (arch → blocks and the decisions that mattered), ``slots``,
-    ``slot_blocks``, ``size_log10`` and ``describe``.
+    Subclasses implement ``_resolve`` (arch → blocks and the decisions that mattered), ``slots`` and
+    ``slot_blocks``.
 
     Args:
         spec: The parsed space file; needs ``name``, ``resolution``, ``num_classes``, ``presets``,
@@ -78,7 +79,6 @@ class DecisionSpace:
     @property
     def presets(self) -> tuple[str, ...]:
         return tuple(self.spec.presets)
-
 
     # ---- architectures ---------------------------------------------------------------------
 
@@ -264,7 +264,25 @@ class DecisionSpace:
         return out
 
     def size_log10(self) -> float:
-        raise NotImplementedError
+        """log10 of the number of encodings: the product of the options' counts (chain spaces count
+        layers cut by a depth decision once)."""
+        return sum(math.log10(n) for n in self.num_options)
 
     def describe(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """Summary for ``hwnas spaces``."""
+        size = self.size_log10()
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "description": self.spec.description,
+            "decisions": len(self.decisions),
+            "size_log10": round(size, 3),
+            "size": int(round(10 ** size)) if size < 15 else None,
+            "presets": list(self.presets),
+            "resolution": self.spec.resolution,
+        }
+
+    def _check_presets(self) -> None:
+        """Validates every preset of the spec (``InputError`` naming the file and the preset)."""
+        for pname, choices in self.spec.presets.items():
+            self.validate_arch({"space": self.name, "choices": choices}, where=f"{self.spec.path}: presets.{pname}")

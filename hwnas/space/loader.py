@@ -23,12 +23,12 @@ def space_names(kind: str | None = None) -> list[str]:
     names = sorted(p.stem for p in SPACES_DIR.glob("*.json"))
     if kind is None:
         return names
-    return [n for n in names if _kind(SPACES_DIR / f"{n}.json") == kind]
+    return [n for n in names if _kind(read_json(SPACES_DIR / f"{n}.json", what="space file")) == kind]
 
 
-def _kind(path: Path) -> str:
-    raw = read_json(path, what="space file")
-    return str(raw.get("kind", "chain")) if isinstance(raw, dict) else "chain"
+def _kind(raw: Any) -> Any:
+    """The ``kind`` of a space file's contents (``chain`` when absent)."""
+    return raw.get("kind", "chain") if isinstance(raw, dict) else "chain"
 
 
 def load_space(name_or_path: str | Path) -> "SearchSpace | CellSpace":
@@ -47,12 +47,12 @@ def load_space(name_or_path: str | Path) -> "SearchSpace | CellSpace":
             raise InputError(f"space {short(str(name_or_path))} is unknown (shipped spaces: {', '.join(space_names())}).")
         p = candidate
     raw = read_json(p, what="space file")
-    if isinstance(raw, dict) and raw.get("kind", "chain") == "cell":
+    kind = _kind(raw)
+    if kind == "cell":
         return CellSpace(parse_cell_space(raw, origin=str(p)))
-    if isinstance(raw, dict) and raw.get("kind", "chain") != "chain":
-        raise InputError(f"{p}: kind: must be 'chain' or 'cell', got {short(raw.get('kind'))}.")
-    return SearchSpace(parse_space({k: v for k, v in raw.items() if k != "kind"} if isinstance(raw, dict) else raw,
-                                   origin=str(p)))
+    if kind != "chain":
+        raise InputError(f"{p}: kind: must be 'chain' or 'cell', got {short(kind)}.")
+    return SearchSpace(parse_space(raw, origin=str(p)))
 
 
 def load_named_space(name: Any, *, field: str) -> "SearchSpace | CellSpace":

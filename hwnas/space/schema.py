@@ -24,7 +24,7 @@ LAYER_FIELDS = ("op", "kernel", "expand", "se", "act", "skip")
 STAGE_KEYS = ("name", "out", "stride", "width", "depth", "layers", "repeat") + LAYER_FIELDS
 FIXED_KEYS = ("op", "key", "out", "kernel", "stride", "act", "bn", "bias", "pool", "dropout")
 SPACE_KEYS = (
-    "format", "name", "description", "source", "resolution", "num_classes", "in_channels",
+    "format", "kind", "name", "description", "source", "resolution", "num_classes", "in_channels",
     "channel_divisor", "mid_divisor", "bn_eps", "se_style", "shuffle_proj",
     "ops", "stem", "stages", "head", "decisions", "presets",
 )

@@ -29,8 +29,7 @@ class SearchSpace(DecisionSpace):
     def __init__(self, spec: SpaceSpec) -> None:
         super().__init__(spec)
         self._check_every_option_resolves()
-        for pname, choices in spec.presets.items():
-            self.validate_arch({"space": self.name, "choices": choices}, where=f"{spec.path}: presets.{pname}")
+        self._check_presets()
 
     # ---- decisions -------------------------------------------------------------------------
 
@@ -212,17 +211,3 @@ class SearchSpace(DecisionSpace):
         for d in self.decisions:
             for o in d.options:
                 self._resolve({**arch, "choices": {**base, d.name: o}})
-
-    def describe(self) -> dict[str, Any]:
-        """Summary for ``hwnas spaces``."""
-        size = self.size_log10()
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "description": self.spec.description,
-            "decisions": len(self.decisions),
-            "size_log10": round(size, 3),
-            "size": int(round(10 ** size)) if size < 15 else None,
-            "presets": list(self.presets),
-            "resolution": self.spec.resolution,
-        }

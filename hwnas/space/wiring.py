@@ -13,7 +13,7 @@ with zeros of the node's shape, so a cell whose output node has no live input ou
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -69,3 +69,17 @@ class Registers:
         ins = self.inputs(block)
         if ins is not None:
             self.write(block, fn(*ins))
+
+
+def forward(blocks: Sequence[Block], fns: Iterable[Callable[..., torch.Tensor]], x: torch.Tensor, *,
+            wired: bool) -> torch.Tensor:
+    """Runs ``fns[i]`` (the computation of ``blocks[i]``) in order on the network input ``x``: each on
+    the running tensor for a chain, through the registers for a cell network (``is_wired``)."""
+    if not wired:
+        for fn in fns:
+            x = fn(x)
+        return x
+    regs = Registers(x)
+    for block, fn in zip(blocks, fns):
+        regs.run(block, fn)
+    return regs.x

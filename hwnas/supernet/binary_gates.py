@@ -36,7 +36,7 @@ import torch
 
 from hwnas.errors import InputError
 from hwnas.space.wiring import Registers
-from hwnas.supernet.supernet import SuperNet
+from hwnas.supernet.supernet import SuperNet, combo_weight
 
 
 def softmax_np(alpha: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -237,10 +237,7 @@ def gated_forward(supernet: SuperNet, x: torch.Tensor, gates: Sequence[torch.Ten
         if not decs:
             x = y
             continue
-        weight = gates[decs[0]][combo[0]]
-        for d, o in zip(decs[1:], combo[1:]):
-            weight = weight * gates[d][o]
-        out = weight * y
+        out = combo_weight(gates, decs, combo) * y
         for k, d in enumerate(decs):
             if inactive[d] == active[d]:
                 continue
@@ -250,11 +247,7 @@ def gated_forward(supernet: SuperNet, x: torch.Tensor, gates: Sequence[torch.Ten
                 y_other = x if other_step is None else supernet.run_step(other_step, x)
             if y_other.shape != y.shape:
                 raise ValueError(f"layer {slot.name}: sampled blocks of different shapes cannot be gated")
-            w_other = gates[d][inactive[d]]
-            for e, o in zip(decs, combo):
-                if e != d:
-                    w_other = w_other * gates[e][o]
-            out = out + w_other * y_other.detach()
+            out = out + combo_weight(gates, decs, other) * y_other.detach()
         x = out
     return x
 
@@ -282,14 +275,12 @@ def _gated_cell_forward(supernet: SuperNet, x: torch.Tensor, gates: Sequence[tor
         target = None
         ins = regs.inputs(step.block) if step is not None else None
         if step is not None and ins is not None:
-            weight = gates[decs[0]][combo[0]]
-            for d, o in zip(decs[1:], combo[1:]):
-                weight = weight * gates[d][o]
-            out, target = weight * supernet.run_step(step, *ins), step.block
+            out, target = combo_weight(gates, decs, combo) * supernet.run_step(step, *ins), step.block
         for k, d in enumerate(decs):
             if inactive[d] == active[d]:
                 continue
-            other_step = plan[combo[:k] + (inactive[d],) + combo[k + 1:]]
+            other = combo[:k] + (inactive[d],) + combo[k + 1:]
+            other_step = plan[other]
             if other_step is None or (out is None and other_step.block.dst not in regs.values):
                 continue
             other_ins = regs.inputs(other_step.block)
@@ -297,11 +288,7 @@ def _gated_cell_forward(supernet: SuperNet, x: torch.Tensor, gates: Sequence[tor
                 continue
             with torch.no_grad():
                 y_other = supernet.run_step(other_step, *other_ins)
-            w_other = gates[d][inactive[d]]
-            for e, o in zip(decs, combo):
-                if e != d:
-                    w_other = w_other * gates[e][o]
-            term = w_other * y_other.detach()
+            term = combo_weight(gates, decs, other) * y_other.detach()
             out, target = (term, other_step.block) if out is None else (out + term, target)
         if out is not None and target is not None:
             regs.write(target, out)

@@ -48,6 +48,7 @@ differ in how they choose paths and update weights, not in the supernet.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from typing import Any, Callable, Mapping, Sequence
 
@@ -57,7 +58,7 @@ from torch import nn
 from torch.func import functional_call
 
 from hwnas.space import Block, HwnasNet, SearchSpace, Slot, build_model, is_ref, make_module
-from hwnas.space.wiring import Registers
+from hwnas.space.wiring import Registers, forward, is_wired
 from hwnas.supernet.weight_copy import copy_slices
 from hwnas.supernet.weight_copy import named_tensors as _named_tensors
 from hwnas.supernet.weight_copy import reinit
@@ -96,6 +97,15 @@ def _structure(block: Block) -> Block:
     choices)."""
     return dataclasses.replace(block, cin=0, cout=0, mid=int(block.mid == block.cin), se=0, se_gate="", proj=0,
                                kernel=0, residual=False, slot="")
+
+
+def combo_weight(weights: Sequence[torch.Tensor], decisions: Sequence[int], combo: Sequence[int]) -> torch.Tensor:
+    """``Π_k weights[decisions[k]][combo[k]]``: the weight of one step of a slot (a combination of its
+    decisions' options) under per-decision weight vectors; ``decisions`` must not be empty."""
+    w = weights[decisions[0]][combo[0]]
+    for d, o in zip(decisions[1:], combo[1:]):
+        w = w * weights[d][o]
+    return w
 
 
 def _is_edge(gkey: Any) -> bool:
@@ -173,7 +183,7 @@ class SuperNet(nn.Module):
                 else:
                     plan[combo] = Step(block, si, names[group(combo, block)])
             self._plan.append(plan)
-        self.wired = any(s is not None and (s.block.src or s.block.dst) for p in self._plan for s in p.values())
+        self.wired = is_wired([s.block for p in self._plan for s in p.values() if s is not None])
         self._templates: dict[Block, tuple[nn.Module, list[tuple[nn.Module, nn.Module]], dict[str, str]]] = {}
         self.init = "independent"
         if init != "independent":
@@ -287,14 +297,8 @@ class SuperNet(nn.Module):
 
     def run_steps(self, steps: Sequence[Step], x: torch.Tensor) -> torch.Tensor:
         """Runs a path's steps on ``x``: along the chain, or through a cell network's registers."""
-        if not self.wired:
-            for step in steps:
-                x = self.run_step(step, x)
-            return x
-        regs = Registers(x)
-        for step in steps:
-            regs.run(step.block, lambda *ins, step=step: self.run_step(step, *ins))
-        return regs.x
+        return forward([s.block for s in steps], [functools.partial(self.run_step, s) for s in steps], x,
+                       wired=self.wired)
 
     def weighted_forward(self, x: torch.Tensor, weights: Sequence[torch.Tensor], *,
                          compute: Sequence[Sequence[int]] | None = None,
@@ -336,9 +340,7 @@ class SuperNet(nn.Module):
                 continue
             out: torch.Tensor | None = None
             for combo in itertools.product(*(nonzero[d] for d in slot.decisions)):
-                w = weights[slot.decisions[0]][combo[0]]
-                for d, o in zip(slot.decisions[1:], combo[1:]):
-                    w = w * weights[d][o]
+                w = combo_weight(weights, slot.decisions, combo)
                 step = plan[combo]
                 y = x if step is None else self.run_step(step, x)
                 if identity_fn is not None and (step is None or step.candidate is None):
@@ -370,9 +372,7 @@ class SuperNet(nn.Module):
             ins = regs.inputs(step.block)
             if ins is None:
                 continue
-            w = weights[slot.decisions[0]][combo[0]]
-            for d, o in zip(slot.decisions[1:], combo[1:]):
-                w = w * weights[d][o]
+            w = combo_weight(weights, slot.decisions, combo)
             y = self.run_step(step, *ins)
             if identity_fn is not None and step.candidate is None:
                 y = identity_fn(y)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import math
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -29,16 +28,6 @@ from hwnas.space.decision_space import DecisionSpace, Slot, SlotTable
 _Entry = tuple[Slot, Callable[[tuple[int, ...]], Block | None]]
 
 
-@functools.lru_cache(maxsize=None)
-def _nb201_live(ops: tuple[str, ...]) -> np.ndarray:
-    """Liveness of every edge for every cell over ``ops``: bool, shape (len(ops),) * 6 + (6,)."""
-    n = len(ops)
-    out = np.zeros((n,) * len(EDGES) + (len(EDGES),), dtype=bool)
-    for combo in itertools.product(range(n), repeat=len(EDGES)):
-        out[combo] = live_edges([ops[i] for i in combo])
-    return out
-
-
 class CellSpace(DecisionSpace):
     """A validated cell search space (``hwnas.space.cells.cell_spec.CellSpec``)."""
 
@@ -47,23 +36,8 @@ class CellSpace(DecisionSpace):
     def __init__(self, spec: CellSpec) -> None:
         super().__init__(spec)
         self.spec: CellSpec = spec
-        for pname, choices in spec.presets.items():
-            self.validate_arch({"space": self.name, "choices": choices}, where=f"{spec.path}: presets.{pname}")
+        self._check_presets()
         self._entries_cache: dict[tuple[int, float, int], list[_Entry]] = {}
-
-    # ---- sizes and description ---------------------------------------------------------------
-
-    def size_log10(self) -> float:
-        """log10 of the number of encodings (15,625 NAS-Bench-201 cells; ~10^18 DARTS genotypes)."""
-        return sum(math.log10(n) for n in self.num_options)
-
-    def describe(self) -> dict[str, Any]:
-        """Summary for ``hwnas spaces``."""
-        size = self.size_log10()
-        return {"name": self.name, "kind": self.kind, "description": self.spec.description,
-                "decisions": len(self.decisions), "size_log10": round(size, 3),
-                "size": int(np.prod(self.num_options, dtype=np.float64)) if size < 15 else None,
-                "presets": list(self.presets), "resolution": self.spec.resolution}
 
     # ---- the native string form --------------------------------------------------------------
 
@@ -117,13 +91,24 @@ class CellSpace(DecisionSpace):
         """NAS-Bench-201 edges whose op is not ``none`` but that carry nothing to the cell output."""
         if self.spec.topology != "nb201":
             return frozenset()
-        live = _nb201_live(self.spec.ops)[tuple(int(i) for i in indices)]
-        on = np.asarray([self.spec.ops[int(i)] != "none" for i in indices])
-        dead_edges = {k for k in range(len(EDGES)) if on[k] and not live[k]}
-        if not dead_edges:
-            return frozenset()
-        return frozenset(si for si, s in enumerate(self.slots()) if len(s.decisions) == 1
-                         and s.decisions[0] in dead_edges)
+        live = self._live[tuple(int(i) for i in indices)]
+        return frozenset(si for k, slots in self._edge_slots.items()
+                         if not live[k] and self.spec.ops[int(indices[k])] != "none" for si in slots)
+
+    @functools.cached_property
+    def _live(self) -> np.ndarray:
+        """NAS-Bench-201: liveness of every edge for every cell, bool, shape (len(ops),) * 6 + (6,)."""
+        ops = self.spec.ops
+        out = np.zeros((len(ops),) * len(EDGES) + (len(EDGES),), dtype=bool)
+        for combo in itertools.product(range(len(ops)), repeat=len(EDGES)):
+            out[combo] = live_edges([ops[i] for i in combo])
+        return out
+
+    @functools.cached_property
+    def _edge_slots(self) -> dict[int, tuple[int, ...]]:
+        """NAS-Bench-201: edge index (into ``EDGES``) → the slots (one per cell) that hold it."""
+        slots = self.slots()
+        return {k: tuple(si for si, s in enumerate(slots) if s.decisions == (k,)) for k in range(len(EDGES))}
 
     def layout(self, *, resolution: int | None = None, width_mult: float = 1.0,
                num_classes: int | None = None) -> list[SlotTable]:
@@ -132,7 +117,7 @@ class CellSpace(DecisionSpace):
         base = super().layout(resolution=resolution, width_mult=width_mult, num_classes=num_classes)
         if self.spec.topology != "nb201":
             return base
-        live = _nb201_live(self.spec.ops)  # (n,)*6 + (6,)
+        live = self._live  # (n,)*6 + (6,)
         grid = np.indices((len(self.spec.ops),) * len(EDGES))  # 6, n, ..., n
         out = []
         for t in base:
