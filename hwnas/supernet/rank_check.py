@@ -49,10 +49,10 @@ from tqdm import tqdm
 from hwnas.errors import InputError
 from hwnas.jsonio import read_json, write_json_atomic
 from hwnas.latency import BatchPredictor, LatencyModel, LatencyTable
+from hwnas.rankstats import kendall_tau, spearman, top_k_overlap
 from hwnas.space import ArchSettings, SearchSpace, arch_id, load_space
 from hwnas.supernet.evaluator import SupernetEvaluator
 from hwnas.supernet.rank_plot import rank_scatter
-from hwnas.supernet.ranking import kendall_tau, spearman, top_k_overlap
 from hwnas.supernet.samplers import uniform_paths
 from hwnas.supernet.supernet import SHARING, SuperNet
 from hwnas.supernet.training import SupernetTrainConfig, train_supernet

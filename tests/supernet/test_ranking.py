@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from hwnas.supernet.ranking import average_ranks, kendall_tau, spearman, top_k_overlap
+from hwnas.rankstats import average_ranks, kendall_tau, spearman, top_k_overlap
 
 
 def test_identical_and_reversed_rankings():
