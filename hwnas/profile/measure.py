@@ -35,6 +35,10 @@ def make_backend(config: BackendConfig) -> Backend:
     if config.backend == "imported":
         raise InputError("this latency table was imported from a published table (device.backend 'imported'); "
                          "its device cannot be measured from here: profile your own device with hwnas profile.")
+    if config.backend == "external":
+        raise InputError("this latency table was fitted from timings made outside hwnas (device.backend 'external'), "
+                         "so hwnas cannot time its device: pass --verify 0 to search and time the exported ONNX "
+                         "yourself, or refit with --backend remote and measure with --device-config.")
     if config.backend not in BACKENDS:
         raise InputError(f"--backend {short(config.backend)} is unknown (backends: {', '.join(sorted(BACKENDS))}).")
     backend = BACKENDS[config.backend](config)

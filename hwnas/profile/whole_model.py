@@ -107,16 +107,10 @@ def measure_archs(space, archs: Sequence[dict[str, Any]], *, table: LatencyTable
                   repeats: int, warmup: int, commands: Any = None, passes: int = 3, chunk: int = 10, seed: int = 0,
                   desc: str = "measuring", progress: bool = True,
                   settings: SteadySettings | None = None) -> list[float]:
-    """Builds, exports and measures each architecture end to end; the steady figure (ms) of each.
+    """Builds, exports and measures each architecture end to end on the table's device
+    (``time_archs`` with the table's backend settings); the steady figure (ms) of each.
 
-    Each model is timed with the table's backend settings and the steady estimator
-    (``hwnas.profile.steady``), as ``measure_module`` (and so ``hwnas export``) times it. ``chunk``
-    models are prepared (exported) before any is timed; they are then timed side by side in
-    interleaved short rounds (``measure_side_by_side``: every round runs each model ``runs_per_round``
-    times, in a freshly shuffled order), so a state switch of the machine hits all models of a chunk
-    alike. Each stored entry holds the statistics over all timed runs, ``steady_ms`` (returned),
-    ``spread_pct`` and ``estimator``; stored ones are reused. A ``remote`` table is measured with the
-    user's ``commands`` (``RemoteCommands``), never its own.
+    A ``remote`` table is measured with the user's ``commands`` (``RemoteCommands``), never its own.
 
     Args:
         settings: The estimator settings; None: ``whole_model_settings(repeats, warmup, passes)``.
@@ -125,21 +119,40 @@ def measure_archs(space, archs: Sequence[dict[str, Any]], *, table: LatencyTable
     Raises:
         ValueError: when the settings differ from the store's (a programming error).
     """
+    from hwnas.profile.backend import BackendConfig
+
+    steady = settings or whole_model_settings(repeats=repeats, warmup=warmup, passes=passes)
+    if steady != store.steady:
+        raise ValueError(f"measure_archs: estimator settings {steady} differ from the store's {store.steady}")
+    config = BackendConfig.from_header(table.device, commands=commands, origin=f"latency table {table.path}")
+    return time_archs(space, archs, config=config, store=store, chunk=chunk, seed=seed, desc=desc, progress=progress)
+
+
+def time_archs(space, archs: Sequence[dict[str, Any]], *, config: Any, store: Any, chunk: int = 10, seed: int = 0,
+               desc: str = "measuring", progress: bool = True) -> list[float]:
+    """Builds, exports and times architectures end to end on one backend; the steady figure (ms) of each.
+
+    ``chunk`` models are prepared (exported) before any is timed; they are then timed side by side
+    in interleaved short rounds (``measure_side_by_side``: every round runs each model
+    ``runs_per_round`` times, in a freshly shuffled order), so a state switch of the machine hits all
+    models of a chunk alike. Each stored entry holds the statistics over all timed runs,
+    ``steady_ms`` (returned), ``spread_pct`` and ``estimator``; stored ones are reused.
+
+    Args:
+        config: The ``BackendConfig`` to time with.
+        store: Keeps results by ``arch_id`` (``get``, ``put`` and the estimator settings ``steady``):
+            a ``MeasurementStore`` or a ``hwnas.profile.measured_file.MeasuredFile``.
+    """
     import tempfile
 
     import torch
     from tqdm import tqdm
 
-    from hwnas.profile.backend import BackendConfig
     from hwnas.profile.measure import make_backend
     from hwnas.space import build_model
 
     if chunk < 1:
         raise InputError(f"chunk must be >= 1, got {chunk}.")
-    steady = settings or whole_model_settings(repeats=repeats, warmup=warmup, passes=passes)
-    if steady != store.steady:
-        raise ValueError(f"measure_archs: estimator settings {steady} differ from the store's {store.steady}")
-    config = BackendConfig.from_header(table.device, commands=commands, origin=f"latency table {table.path}")
     keys = [arch_id(space, a) for a in archs]
     first: dict[str, int] = {}  # key → index of its first arch
     for i, k in enumerate(keys):
@@ -159,7 +172,7 @@ def measure_archs(space, archs: Sequence[dict[str, Any]], *, table: LatencyTable
                         r = archs[i]["resolution"]
                         runners[keys[i]] = backend.prepare(model, (config.batch, 3, r, r), workdir=Path(tmp),
                                                            name=f"arch{i}")
-                    result = measure_side_by_side(runners, backend=backend, settings=steady, seed=seed + n)
+                    result = measure_side_by_side(runners, backend=backend, settings=store.steady, seed=seed + n)
                 finally:
                     for runner in runners.values():
                         runner.close()

@@ -27,6 +27,8 @@ OUTPUT_COMMANDS = {
                                         "--samples", "1", "--measurements", "OUT"],
     "latency calibrate": ["latency", "calibrate", "--table", str(TABLE), "--space", "proxyless", "--samples", "3",
                           "--measurements", "OUT"],
+    "latency measure": ["latency", "measure", "--space", "nasbench201", "--archs", "2", "--out", "OUT"],
+    "latency fit": ["latency", "fit", "--space", "nasbench201", "--measured", str(TABLE), "--out", "OUT"],
     "profile": ["profile", "--space", str(TOY_SPACE), "--out", "OUT"],
     "search": ["search", "--space", str(TOY_SPACE), "--strategy", "random", "--table", str(TABLE),
                "--latency-ms", "1", "--out", "OUT"],
