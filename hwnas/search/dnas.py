@@ -11,6 +11,7 @@ atomically and resumes: data order, sampling generators and dropout masks are fu
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
@@ -104,6 +105,24 @@ def auto_arch_lr(paper_lr: float, *, arch_steps: int) -> float:
 def arch_step_count(ds: Dataset, *, epochs: int, warmup_epochs: int, batch_size: int) -> int:
     """Architecture steps of ``alternate``: one per weight step after the warm-up epochs."""
     return num_batches(ds.train, batch_size=batch_size, drop_last=True) * max(0, epochs - warmup_epochs)
+
+
+def add_optimizer_flags(p: argparse.ArgumentParser, *, prefix: str, label: str, what: str, arch_lr_help: str,
+                        arch_betas: tuple[float, float], arch_weight_decay: float, weight_decay: float,
+                        warmup_epochs: int) -> None:
+    """The optimizer flags every gradient strategy has: ``PREFIX-arch-lr``, ``-arch-betas``,
+    ``-arch-weight-decay`` (Adam on the architecture parameters ``what``), ``-weight-decay`` (SGD on
+    the supernet weights) and ``-warmup-epochs``, with help lines starting ``LABEL:``."""
+    p.add_argument(f"{prefix}-arch-lr", type=float, default=None, help=f"{label}: Adam learning rate of {what} "
+                   f"({arch_lr_help})")
+    p.add_argument(f"{prefix}-arch-betas", type=float, nargs=2, default=list(arch_betas), metavar=("B1", "B2"),
+                   help=f"{label}: Adam betas of {what}")
+    p.add_argument(f"{prefix}-arch-weight-decay", type=float, default=arch_weight_decay,
+                   help=f"{label}: weight decay of {what}")
+    p.add_argument(f"{prefix}-weight-decay", type=float, default=weight_decay,
+                   help=f"{label}: weight decay of the supernet weights (replaces --weight-decay)")
+    p.add_argument(f"{prefix}-warmup-epochs", type=int, default=warmup_epochs,
+                   help=f"{label}: epochs of weight steps before {what} moves")
 
 
 #: Supernet-training flags that only ``train_supernet`` applies (SPOS, FairNAS, random, MnasNet's

@@ -59,7 +59,9 @@ class ProxylessConfig:
         rl_over_tradeoff: REINFORCE: the exponent above T (None: ``rl_tradeoff``). With equal
             exponents T only rescales the reward and so does not steer the search (MnasNet Sec. 3);
             e.g. 1 penalizes over-budget paths as MnasNet's hard reward.
-        rl_baseline_decay: REINFORCE: b ← decay·b + (1 − decay)·mean(R).
+        rl_baseline_weight: REINFORCE: the reward baseline moves ``b ← b + weight·(mean(R) − b)``
+            *before* the advantage R − b is taken, as in the reference code (``rl_update_step``,
+            ``rl_baseline_decay_weight`` 0.99); the first step's b is mean(R).
         samples: Paths drawn from the final softmax(α) and scored, besides the derived ones (for
             the Pareto plot).
     """
@@ -79,7 +81,7 @@ class ProxylessConfig:
     rl_beta: float = TUNAS_BETA
     rl_tradeoff: float = 0.1
     rl_over_tradeoff: float | None = None
-    rl_baseline_decay: float = 0.9
+    rl_baseline_weight: float = 0.99
     samples: int = 10
 
     def __post_init__(self) -> None:
@@ -95,7 +97,7 @@ class ProxylessConfig:
                   ("--proxyless-rl-samples", self.rl_samples >= 1), ("--proxyless-rl-beta", self.rl_beta <= 0),
                   ("--proxyless-rl-tradeoff", self.rl_tradeoff >= 0),
                   ("--proxyless-rl-over-tradeoff", self.rl_over_tradeoff is None or self.rl_over_tradeoff >= 0),
-                  ("--proxyless-rl-baseline-decay", 0 <= self.rl_baseline_decay < 1),
+                  ("--proxyless-rl-baseline-weight", 0 < self.rl_baseline_weight <= 1),
                   ("--proxyless-samples", self.samples >= 0),
                   ("--proxyless-warmup-epochs", self.warmup_epochs is None or self.warmup_epochs >= 0)]
         for flag, ok in checks:
@@ -138,8 +140,9 @@ class ProxylessConfig:
                        help="reinforce, mnasnet reward: w in ACC*(LAT/T)^-w (0.1)")
         g.add_argument("--proxyless-rl-over-tradeoff", type=float, metavar="W", default=None,
                        help="reinforce: exponent above T (default: --proxyless-rl-tradeoff; 1 = MnasNet-style hard)")
-        g.add_argument("--proxyless-rl-baseline-decay", type=float, metavar="D", default=cls.rl_baseline_decay,
-                       help="reinforce: moving-average decay of the reward baseline (0.9)")
+        g.add_argument("--proxyless-rl-baseline-weight", type=float, metavar="W", default=cls.rl_baseline_weight,
+                       help="reinforce: b += W*(mean reward - b) before the advantage R - b, as the reference "
+                            "code (0.99)")
         g.add_argument("--proxyless-samples", type=int, metavar="N", default=cls.samples,
                        help="paths sampled from the final distribution and scored for the Pareto plot (10)")
 
@@ -153,11 +156,20 @@ class ProxylessConfig:
                    warmup_epochs=args.proxyless_warmup_epochs, rl_samples=args.proxyless_rl_samples,
                    rl_reward=args.proxyless_rl_reward, rl_beta=args.proxyless_rl_beta,
                    rl_tradeoff=args.proxyless_rl_tradeoff,
-                   rl_over_tradeoff=args.proxyless_rl_over_tradeoff, rl_baseline_decay=args.proxyless_rl_baseline_decay,
+                   rl_over_tradeoff=args.proxyless_rl_over_tradeoff, rl_baseline_weight=args.proxyless_rl_baseline_weight,
                    samples=args.proxyless_samples)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def reference_baseline(baseline: float | None, mean: float, *, weight: float) -> float:
+    """The REINFORCE baseline of ProxylessNAS's reference code: ``mean`` at the first step, then
+    ``b + weight·(mean − b)``, updated before the advantage R − b is taken.
+
+    Example: ``reference_baseline(0.5, 0.7, weight=0.99)`` = 0.5 + 0.99·0.2 = 0.698.
+    """
+    return float(mean) if baseline is None else float(baseline) + weight * (float(mean) - float(baseline))
 
 
 class ArchObjective:
@@ -324,10 +336,8 @@ class ProxylessSteps:
             acc = np.array([float((self.supernet(x, p).argmax(1) == y).float().mean()) for p in paths])
         rewards = self.objective.reward(acc, paths)
         mean = float(rewards.mean())
-        baseline = mean if self.baseline is None else self.baseline
-        loss = -torch.stack([(float(r) - baseline) * log_prob(alphas, p) for r, p in zip(rewards, paths)]).mean()
+        self.baseline = reference_baseline(self.baseline, mean, weight=self.cfg.rl_baseline_weight)
+        loss = -torch.stack([(float(r) - self.baseline) * log_prob(alphas, p) for r, p in zip(rewards, paths)]).mean()
         loss.backward(inputs=alphas)
-        decay = self.cfg.rl_baseline_decay
-        self.baseline = decay * baseline + (1 - decay) * mean
         return {"reward": mean, "acc": float(acc.mean()), "baseline": self.baseline}
 

@@ -234,3 +234,31 @@ def test_k_larger_than_a_decision_and_unmixable_spaces_are_input_errors():
     Msgdas(config=MsgdasConfig(k=2, lambda_max=0.0)).check_space(load_space("mnasnet"))
     with pytest.raises(InputError, match="--msgdas-latency-loss"):
         MsgdasConfig(latency_loss="log")
+
+
+def test_the_additive_latency_term_is_counted_once_for_k_subgraphs():
+    from hwnas.search.objective import proxyless_add_loss
+    from hwnas.search.strategies.msgdas import arch_loss
+
+    term = lambda loss, e: proxyless_add_loss(loss, e, 2.0, lam=0.5)  # noqa: E731  L + 0.5·E/2
+    losses = [torch.tensor(1.0), torch.tensor(2.0)]
+    # (1 + 2) + 0.5·4/2 = 4, not (1 + 1) + (2 + 1) = 5
+    assert float(arch_loss(losses, torch.tensor(4.0), term)) == pytest.approx(4.0)
+
+
+def test_the_gdas_preset_is_gdas_and_refuses_to_change_what_it_fixes():
+    import argparse
+
+    from hwnas.search.strategies.msgdas import GDAS_PRESET, Gdas, is_gdas
+
+    p = argparse.ArgumentParser()
+    Msgdas.add_arguments(p)
+    p.add_argument("--space", default="mobilenetv2")
+    cfg = Gdas.from_args(p.parse_args([])).config
+    assert (cfg.k, cfg.lambda_max, cfg.dropblock.max_ratio, cfg.tau_start, cfg.tau_end, cfg.arch_weight_decay) == (
+        1, 0.0, 0.0, 10.0, 0.1, 1e-3)
+    assert is_gdas(cfg) and set(GDAS_PRESET) == {"k", "lambda_max", "dropblock", "tau_start", "tau_end",
+                                                  "arch_weight_decay"}
+    assert not is_gdas(MsgdasConfig(k=1))  # K = 1 alone keeps MSG-DAS's DropBlock, guidance and tau
+    with pytest.raises(InputError, match="--strategy gdas fixes --msgdas-k"):
+        Gdas.from_args(p.parse_args(["--msgdas-k", "3"]))

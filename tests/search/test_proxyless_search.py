@@ -303,3 +303,11 @@ def test_bad_flags_exit_2_before_writing_anything(tmp_path, capsys, extra, words
     err = capsys.readouterr().err
     assert words in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_the_reinforce_baseline_moves_before_use_as_the_reference_code():
+    from hwnas.search.proxyless_steps import reference_baseline
+
+    assert reference_baseline(None, 0.4, weight=0.99) == pytest.approx(0.4)  # first step: the mean
+    assert reference_baseline(0.5, 0.7, weight=0.99) == pytest.approx(0.698)  # 0.5 + 0.99 * (0.7 - 0.5)
+    assert reference_baseline(0.5, 0.7, weight=1.0) == pytest.approx(0.7)

@@ -11,9 +11,9 @@ Eq. 7). Weights and α alternate (``hwnas.search.dnas.alternate``): SGD with a c
 split, Adam on the architecture split (Sec. 4.2: α = 0 at start, Adam lr 3e-4, betas (0.5, 0.999),
 weight decay 1e-4; weights momentum 0.9, weight decay 3e-4; τ from 10 down to 1 linearly).
 
-Hardware awareness (``--msgdas-latency-loss``): in the architecture step each sub-graph's loss gets
-the table's exact expected latency E[LAT] under softmax(α). The default ``target`` is LightNAS's
-budget-targeting term (Luo et al., DAC 2022) ``L + λ · (E[LAT] / T_eff − 1)``, λ by dual ascent on
+Hardware awareness (``--msgdas-latency-loss``): in the architecture step the summed sub-graph loss
+gets the table's exact expected latency E[LAT] under softmax(α), once (``arch_loss``). The default
+``target`` is LightNAS's budget-targeting term (Luo et al., DAC 2022) ``L + λ · (E[LAT] / T_eff − 1)``, λ by dual ascent on
 the argmax architecture's predicted latency after every architecture step, T_eff = margin · T, so
 the derived architecture lands just under the budget (``hwnas.search.dual_ascent``; flags
 ``--msgdas-latency-lambda-lr``, ``-lambda0``, ``-lambda-gain``, ``-target-margin``); ``tfnas`` is
@@ -27,7 +27,7 @@ with ``target``, when the final argmax is over T, the latest argmax that was wit
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import Any, Callable, Sequence
 
@@ -37,8 +37,8 @@ import torch.nn.functional as F
 
 from hwnas.errors import InputError
 from hwnas.plots import alpha_heatmap
-from hwnas.search.dnas import (ARCH_TRAVEL, AlternatingConfig, ArchParams, alternate, arch_step_count, auto_arch_lr,
-                              refuse_path_training_flags)
+from hwnas.search.dnas import (ARCH_TRAVEL, AlternatingConfig, ArchParams, add_optimizer_flags, alternate,
+                               arch_step_count, auto_arch_lr, refuse_path_training_flags)
 from hwnas.search.dual_ascent import TARGET_FORMS, BudgetTerm, DualAscentConfig
 from hwnas.search.objective import proxyless_add_loss, proxyless_mul_loss
 from hwnas.search.strategies.base import SearchContext, SearchResult, Strategy, register_strategy
@@ -128,6 +128,22 @@ class MsgdasConfig:
         return out
 
 
+#: GDAS (Dong & Yang, CVPR 2019) as a preset of MSG-DAS: one sub-graph, no DropBlock-identity, no
+#: super-net guidance, τ from 10 to 0.1 and α weight decay 1e-3 (GDAS's search scripts).
+GDAS_PRESET = {"k": 1, "lambda_max": 0.0, "dropblock": DropBlockSchedule(max_ratio=0.0), "tau_start": 10.0,
+               "tau_end": 0.1, "arch_weight_decay": 1e-3}
+#: The msgdas flags that the preset fixes.
+_GDAS_FLAGS = {"k": "--msgdas-k", "lambda_max": "--msgdas-lambda", "dropblock": "--msgdas-dropblock-max",
+               "tau_start": "--msgdas-tau-start", "tau_end": "--msgdas-tau-end",
+               "arch_weight_decay": "--msgdas-arch-weight-decay"}
+
+
+def is_gdas(cfg: MsgdasConfig) -> bool:
+    """Whether ``cfg`` is GDAS: the preset's values (DropBlock off at any schedule)."""
+    return (cfg.k == 1 and cfg.lambda_max == 0.0 and cfg.dropblock.max_ratio == 0.0 and cfg.tau_start == 10.0
+            and cfg.tau_end == 0.1 and cfg.arch_weight_decay == 1e-3)
+
+
 # ---- the pieces of one step (public for tests and benchmarks) -------------------------------------
 
 def sample_subgraphs(alphas: Sequence[torch.Tensor], k: int, tau: float, *,
@@ -205,6 +221,17 @@ def subgraph_losses(supernet: SuperNet, x: torch.Tensor, y: torch.Tensor, rows: 
     return losses, correct / max(1, k * len(y))
 
 
+def arch_loss(losses: Sequence[torch.Tensor], expected: torch.Tensor,
+              latency_term: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """The architecture loss: the latency term applied once to the summed sub-graph losses (Fig. 2).
+
+    The K sub-graphs share one α and so one E[LAT]; adding the term per sub-graph would count an
+    additive term K times (Σ_k (L_k + λ·E/T) = Σ_k L_k + K·λ·E/T), so K would change the accuracy /
+    latency trade-off. A multiplicative term is the same either way.
+    """
+    return latency_term(torch.stack(list(losses)).sum(), expected)
+
+
 def _onehot_rows(rows: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Exact one-hot copies of straight-through rows (weight steps need no gradient to α)."""
     return [F.one_hot(r.detach().argmax(-1), r.shape[-1]).to(r.dtype) for r in rows]
@@ -233,17 +260,11 @@ class Msgdas(Strategy):
         p.add_argument("--msgdas-dropblock-steps", type=int, default=db.steps,
                        help="MSG-DAS: increments of the step-wise DropBlock ratio")
         p.add_argument("--msgdas-dropblock-size", type=int, default=db.block_size, help="MSG-DAS: DropBlock block side")
-        p.add_argument("--msgdas-arch-lr", type=float, default=c.arch_lr,
-                       help=f"MSG-DAS: Adam learning rate of alpha (default: max({PAPER_ARCH_LR:g}, "
-                            f"{ARCH_TRAVEL:g}/architecture steps), so alpha can move in a short run)")
-        p.add_argument("--msgdas-arch-betas", type=float, nargs=2, default=list(c.arch_betas), metavar=("B1", "B2"),
-                       help="MSG-DAS: Adam betas of alpha")
-        p.add_argument("--msgdas-arch-weight-decay", type=float, default=c.arch_weight_decay,
-                       help="MSG-DAS: weight decay of alpha")
-        p.add_argument("--msgdas-weight-decay", type=float, default=c.weight_decay,
-                       help="MSG-DAS: weight decay of the supernet weights (replaces --weight-decay)")
-        p.add_argument("--msgdas-warmup-epochs", type=int, default=c.warmup_epochs,
-                       help="MSG-DAS: epochs of weight steps before alpha moves")
+        add_optimizer_flags(p, prefix="--msgdas", label="MSG-DAS", what="alpha",
+                            arch_lr_help=f"default: max({PAPER_ARCH_LR:g}, {ARCH_TRAVEL:g}/architecture steps), "
+                                         f"so alpha can move in a short run",
+                            arch_betas=c.arch_betas, arch_weight_decay=c.arch_weight_decay,
+                            weight_decay=c.weight_decay, warmup_epochs=c.warmup_epochs)
         p.add_argument("--msgdas-latency-loss", choices=LATENCY_LOSSES, default=c.latency_loss,
                        help="MSG-DAS: latency term: target (default; LightNAS, CE + lambda*(E[LAT]/T_eff - 1), "
                             "lambda by dual ascent), tfnas (CE + l*|E[LAT]/T_eff - 1|), the paper's mul "
@@ -258,7 +279,12 @@ class Msgdas(Strategy):
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Msgdas":
-        strategy = cls(config=MsgdasConfig(
+        return cls.checked(args, cls.config_from_args(args))
+
+    @classmethod
+    def config_from_args(cls, args: argparse.Namespace) -> MsgdasConfig:
+        """The msgdas flags as a config (not yet checked against the space and the sharing mode)."""
+        return MsgdasConfig(
             k=args.msgdas_k, tau_start=args.msgdas_tau_start, tau_end=args.msgdas_tau_end,
             lambda_max=args.msgdas_lambda,
             dropblock=DropBlockSchedule(max_ratio=args.msgdas_dropblock_max, steps=args.msgdas_dropblock_steps,
@@ -268,7 +294,12 @@ class Msgdas(Strategy):
             warmup_epochs=args.msgdas_warmup_epochs, latency_loss=args.msgdas_latency_loss,
             latency_alpha=args.msgdas_latency_alpha, latency_beta=args.msgdas_latency_beta,
             latency_lambda=args.msgdas_latency_lambda,
-            latency_dual=DualAscentConfig.from_args(args, prefix="--msgdas-latency"), samples=args.msgdas_samples))
+            latency_dual=DualAscentConfig.from_args(args, prefix="--msgdas-latency"), samples=args.msgdas_samples)
+
+    @classmethod
+    def checked(cls, args: argparse.Namespace, config: MsgdasConfig) -> "Msgdas":
+        """The strategy with ``config``, refused (``InputError``) where the space or the flags cannot serve it."""
+        strategy = cls(config=config)
         strategy.check_space(load_space(args.space))  # before the run directory exists
         refuse_path_training_flags(args, strategy="msgdas", warmup_flag="--msgdas-warmup-epochs")
         if strategy.config.k > 1 and getattr(args, "weight_sharing", "separate") == "entangled":
@@ -345,7 +376,7 @@ class Msgdas(Strategy):
         def arch_step(x, y, rng, step):
             losses, metrics = run_subgraphs(x, y, rng, step, train_alpha=True)
             expected = predictor.expected_latency(arch.probs())  # ms, differentiable in α
-            loss = torch.stack([latency_term(lk, expected) for lk in losses]).sum()
+            loss = arch_loss(losses, expected, latency_term)
             loss.backward()
             lam = {} if term is None else {"lambda": term.lam, "coefficient": term.coefficient}
             return {"loss": float(loss.detach()), "subgraph_loss": float(sum(float(lk.detach()) for lk in losses)),
@@ -398,8 +429,28 @@ class Msgdas(Strategy):
                                "flops": flops, "params": params})
         with torch.no_grad():
             expected = float(ctx.predictor.expected_latency(arch.probs()))
-        extra = {"k": self.config.k, "gdas": self.config.k == 1, "derived": [int(v) for v in derived],
+        extra = {"k": self.config.k, "gdas": is_gdas(self.config), "derived": [int(v) for v in derived],
                  "derived_feasible": bool(ctx.feasible(derived[None])[0]), "expected_latency_ms": expected,
                  "final_probs": arch.snapshot(), "heatmap": heatmap, "latency_loss": self.config.latency_loss,
                  "lambda": None if term is None else term.lam, "arch_lr": arch_lr}
         return SearchResult(best=derived, score=candidates[0]["accuracy"], candidates=candidates, extra=extra)
+
+
+@register_strategy("gdas")
+class Gdas(Msgdas):
+    """GDAS (Dong & Yang, CVPR 2019): MSG-DAS with ``GDAS_PRESET`` (K = 1 Gumbel-softmax path, no
+    DropBlock, no guidance, τ 10 → 0.1, α weight decay 1e-3); the other msgdas flags apply. A
+    fixed flag set to anything but its msgdas default is refused (exit 2)."""
+
+    @classmethod
+    def add_arguments(cls, p: argparse.ArgumentParser) -> None:
+        """None of its own: the msgdas flags (registered by ``Msgdas``) configure it."""
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Gdas":
+        base, default = cls.config_from_args(args), MsgdasConfig()
+        for name, flag in _GDAS_FLAGS.items():
+            if getattr(base, name) != getattr(default, name):
+                raise InputError(f"--strategy gdas fixes {flag} (GDAS: K = 1, no DropBlock, no guidance, tau 10 to "
+                                 f"0.1, alpha weight decay 1e-3); use --strategy msgdas to change it.")
+        return cls.checked(args, replace(base, **GDAS_PRESET))

@@ -67,7 +67,7 @@ import torch
 from hwnas.errors import InputError
 from hwnas.plots import alpha_heatmap
 from hwnas.search.dnas import (AlternatingConfig, ArchParams, alternate, arch_step_count, auto_arch_lr,
-                              refuse_path_training_flags)
+                               refuse_path_training_flags)
 from hwnas.search.dual_ascent import BudgetTerm
 from hwnas.search.proxyless_steps import PAPER_ARCH_LR, ArchObjective, ProxylessConfig, ProxylessSteps
 from hwnas.search.strategies.base import SearchContext, SearchResult, Strategy, register_strategy
