@@ -150,8 +150,24 @@ def refuse_path_training_flags(args: Any, *, strategy: str, warmup_flag: str) ->
 StepFn = Callable[[torch.Tensor, torch.Tensor, np.random.Generator, int], dict[str, float]]
 
 
+@dataclass(frozen=True)
+class TrainBatch:
+    """The weight step's batch and learning rate, for architecture steps that unroll it (DARTS's
+    second-order step, Liu et al. 2019, Eq. 6-8)."""
+
+    x: torch.Tensor  # N, 3, R, R
+    y: torch.Tensor  # N
+    lr: float  # the SGD learning rate of this step (ξ of Eq. 6)
+
+
+#: An architecture step that also sees the weight step's batch: (arch images, labels, train batch,
+#: generator, step) → metrics.
+UnrolledStepFn = Callable[[torch.Tensor, torch.Tensor, TrainBatch, np.random.Generator, int], dict[str, float]]
+
+
 def alternate(*, supernet: SuperNet, arch: ArchParams, ds: Dataset, config: AlternatingConfig, seed: int,
-              run: RunDir, phase: str, weight_step: StepFn, arch_step: StepFn,
+              run: RunDir, phase: str, weight_step: StepFn, arch_step: StepFn | None = None,
+              unrolled_arch_step: UnrolledStepFn | None = None,
               state: dict[str, Any] | None = None,
               extra_state: Callable[[], dict[str, Any]] = dict,
               on_epoch: Callable[[int], dict[str, Any]] | None = None,
@@ -167,13 +183,19 @@ def alternate(*, supernet: SuperNet, arch: ArchParams, ds: Dataset, config: Alte
         run: Run directory.
         phase: Name in the history lines.
         weight_step: Computes the weight loss of a train batch and calls ``backward``.
-        arch_step: Computes the architecture loss of an arch batch and calls ``backward``.
+        arch_step: Computes the architecture loss of an arch batch and calls ``backward`` (or sets
+            the architecture parameters' ``grad``).
+        unrolled_arch_step: Instead of ``arch_step``: also receives the train batch the weight
+            step just used and its learning rate (``TrainBatch``), and must leave the weights as it
+            found them.
         state: Checkpoint to resume from.
         extra_state: Strategy state stored with each checkpoint.
         on_epoch: Extra history fields at each epoch end (e.g. the derived arch's predicted latency).
         after_arch_step: Called with the step index right after each architecture optimizer step
             (e.g. ProxylessNAS's rescaling of the updated α, Cai et al. 2019, Sec. 3.2.1).
     """
+    if (arch_step is None) == (unrolled_arch_step is None):
+        raise ValueError("alternate needs exactly one of arch_step and unrolled_arch_step")
     res = supernet.resolution
     per_epoch = num_batches(ds.train, batch_size=config.batch_size, drop_last=True)
     arch_batches = max(1, num_batches(ds.arch, batch_size=config.batch_size, drop_last=True))
@@ -207,7 +229,8 @@ def alternate(*, supernet: SuperNet, arch: ArchParams, ds: Dataset, config: Alte
                             start=start, drop_last=True):
             rng = step_rng(seed, step, stream=1)
             torch.manual_seed(seed * 1_000_003 + step)
-            set_lr(w_opt, cosine_lr(config.w_lr, step, total))
+            lr = cosine_lr(config.w_lr, step, total)
+            set_lr(w_opt, lr)
             w_opt.zero_grad(set_to_none=True)
             a_opt.zero_grad(set_to_none=True)
             metrics = {f"w_{k}": v for k, v in weight_step(x, y, rng, step).items()}
@@ -225,7 +248,9 @@ def alternate(*, supernet: SuperNet, arch: ArchParams, ds: Dataset, config: Alte
                     xa, ya = next(arch_iter)
                 w_opt.zero_grad(set_to_none=True)
                 a_opt.zero_grad(set_to_none=True)
-                metrics.update({f"a_{k}": v for k, v in arch_step(xa, ya, rng, step).items()})
+                out = (arch_step(xa, ya, rng, step) if arch_step is not None
+                       else unrolled_arch_step(xa, ya, TrainBatch(x=x, y=y, lr=lr), rng, step))
+                metrics.update({f"a_{k}": v for k, v in out.items()})
                 a_opt.step()
                 if after_arch_step is not None:
                     after_arch_step(step)

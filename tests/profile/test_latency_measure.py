@@ -34,7 +34,7 @@ def test_the_pick_is_stratified_over_the_cost_and_covers_every_option():
 
 def _measure(out: Path, *extra: str) -> subprocess.Popen:
     exe = Path(sys.executable).parent / "hwnas"
-    args = [str(exe), "latency", "measure", "--space", "nasbench201", "--archs", "6", "--out", str(out),
+    args = [str(exe), "latency", "measure", "--space", "nasbench201", "--archs", "4", "--out", str(out),
             "--backend", "torch-cpu", "--resolution", "32", "--width-mult", "0.25", "--num-classes", "10",
             "--chunk", "1", "--rounds", "2", "--runs-per-round", "2", "--warmup", "1", "--no-progress", *extra]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -55,15 +55,15 @@ def test_measure_resumes_after_kill_9(tmp_path):
     p.send_signal(signal.SIGKILL)
     p.wait()
     kept = _archs_in(out)
-    assert 2 <= len(kept) < 6, "the run finished before it could be killed"
+    assert 2 <= len(kept) < 4, "the run finished before it could be killed"
     again = _measure(out, "--json")
     stdout, stderr = again.communicate(timeout=120)
     assert again.returncode == 0, stderr
     r = json.loads(stdout)
-    assert r["measured_now"] == 6 - len(kept) and r["lines"] == 6
+    assert r["measured_now"] == 4 - len(kept) and r["lines"] == 4
     assert _archs_in(out)[:len(kept)] == kept
     m = read(out, NB)
-    assert len(m) == 6 and (m.latency_ms > 0).all() and m.header["device"]["backend"] == "torch-cpu"
+    assert len(m) == 4 and (m.latency_ms > 0).all() and m.header["device"]["backend"] == "torch-cpu"
     assert all("spread_pct" in row for row in m.rows)
     # another estimator's numbers are not comparable: refused, file untouched
     before = out.read_bytes()

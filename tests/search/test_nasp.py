@@ -15,7 +15,7 @@ from hwnas.search.strategies.nasp import (BoxArchParams, binarize, complexity, p
 from hwnas.space import load_space
 from hwnas.supernet import SuperNet
 from hwnas.train import classification_loss
-from tests.conftest import TOY_SPACE, read_history, search_runner
+from tests.conftest import TOY_SPACE, read_history, search_runner, synthetic_table
 
 
 def test_prox_c_is_the_box_then_the_largest_entry_of_each_row():
@@ -93,8 +93,9 @@ _search = search_runner("--strategy", "nasp", "--data-limit", "128", "--bn-batch
                         "--verify", "0")
 
 
-def test_nasp_searches_and_resumes_after_a_kill_to_the_same_result(tables, tmp_path):
-    args = ["--space", "mobilenetv2", "--table", str(tables["mobilenetv2"]), "--latency-ms", "0.3", "--epochs", "2",
+def test_nasp_searches_and_resumes_after_a_kill_to_the_same_result(tmp_path):
+    table = synthetic_table(str(TOY_SPACE), resolution=32, width_mult=0.25, num_classes=10, path=tmp_path / "t.json")
+    args = ["--space", str(TOY_SPACE), "--table", str(table), "--latency-ms", "0.05", "--epochs", "2",
             "--nasp-arch-lr", "0.2", "--nasp-params-eta", "0.1"]
     full = _search(*args, "--out", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr

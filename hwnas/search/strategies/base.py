@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
@@ -91,6 +91,21 @@ class SearchContext:
         s = self.settings
         return self.space.decode(indices, resolution=s.resolution, width_mult=s.width_mult,
                                  num_classes=s.num_classes)
+
+    def evaluate(self, pool: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+        """Each distinct option-index vector of ``pool``, in order: ``indices``, supernet ``accuracy``
+        (``score``) and predicted ``latency_ms``, ``flops`` and ``params``."""
+        seen, out = set(), []
+        for idx in pool:
+            key = tuple(int(v) for v in idx)
+            if key in seen:
+                continue
+            seen.add(key)
+            idx = np.asarray(key, dtype=np.int64)
+            lat, flops, params = (float(v[0]) for v in self.costs.all(idx[None]))
+            out.append({"indices": list(key), "accuracy": self.score(idx), "latency_ms": lat, "flops": flops,
+                        "params": params})
+        return out
 
     def checkpoint(self, strategy_state: dict[str, Any]) -> None:
         """Saves the strategy's state (with the supernet) atomically."""

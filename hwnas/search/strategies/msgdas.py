@@ -418,15 +418,7 @@ class Msgdas(Strategy):
             probs = [p.numpy() for p in arch.probs()]
         for _ in range(self.config.samples):
             pool.append(np.array([rng.choice(len(p), p=p / p.sum()) for p in probs], dtype=np.int64))
-        seen, candidates = set(), []
-        for idx in pool:
-            key = tuple(int(v) for v in idx)
-            if key in seen:
-                continue
-            seen.add(key)
-            lat, flops, params = (float(v[0]) for v in ctx.costs.all(idx[None]))
-            candidates.append({"indices": list(key), "accuracy": ctx.score(idx), "latency_ms": lat,
-                               "flops": flops, "params": params})
+        candidates = ctx.evaluate(pool)
         with torch.no_grad():
             expected = float(ctx.predictor.expected_latency(arch.probs()))
         extra = {"k": self.config.k, "gdas": is_gdas(self.config), "derived": [int(v) for v in derived],

@@ -249,9 +249,9 @@ class Nasp(Strategy):
             loss = term.loss(ce, latency) if term is not None else ce
             if reg_w is not None:
                 loss = loss + cfg.params_eta * complexity(abar, reg_w)
-            grads = torch.autograd.grad(loss, abar)
+            grads = torch.autograd.grad(loss, abar, allow_unused=True)  # None: a dead cell edge
             for a, g in zip(arch.alphas, grads):
-                a.grad = g.to(a.dtype)
+                a.grad = torch.zeros_like(a) if g is None else g.to(a.dtype)
             out = {"loss": float(loss.detach()), "ce": float(ce.detach()), "latency_ms": float(latency.detach())}
             return out if term is None else {**out, "lambda": term.lam, "coefficient": term.coefficient}
 
@@ -285,15 +285,8 @@ class Nasp(Strategy):
                                     title=f"NASP on {space.name}: A per epoch (box [0, 1])").name
         final = arch.derive()
         derived = final if term is None else term.end_point(final, float(ctx.costs.latency(final[None])[0]))
-        seen, candidates = set(), []
-        for idx in [derived, final] + [np.asarray(h["derived"], dtype=np.int64) for h in history]:
-            key = tuple(int(v) for v in idx)
-            if key in seen:
-                continue
-            seen.add(key)
-            lat, flops, params = (float(v[0]) for v in ctx.costs.all(idx[None]))
-            candidates.append({"indices": list(key), "accuracy": ctx.score(idx), "latency_ms": lat,
-                               "flops": flops, "params": params})
+        per_epoch = [np.asarray(h["derived"], dtype=np.int64) for h in history]
+        candidates = ctx.evaluate([derived, final] + per_epoch)
         extra = {"derived": [int(v) for v in derived], "derived_feasible": bool(ctx.feasible(derived[None])[0]),
                  "final_A": arch.snapshot(), "heatmap": heatmap, "latency_loss": self.config.latency_loss,
                  "lambda": None if term is None else term.lam, "arch_lr": arch_lr}
