@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import pytest
 import torch
@@ -113,6 +113,19 @@ def search_runner(*common: str) -> Callable[..., subprocess.CompletedProcess]:
         return run_cli("search", *common, *args, "--json", crash=crash, timeout=600)
 
     return search
+
+
+def assert_resume_repeats(search: Callable[..., subprocess.CompletedProcess], args: Sequence[str], *,
+                          full: subprocess.CompletedProcess, full_dir: Path, out: Path, crash: str) -> None:
+    """A search killed at ``crash`` (exit 137, no summary) and resumed gives ``full``'s summary
+    (but ``seconds``) and history."""
+    killed = search(*args, "--out", str(out), crash=crash)
+    assert killed.returncode == 137 and not (out / "summary.json").exists()
+    resumed = search(*args, "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    strip = lambda r: {k: v for k, v in json.loads(r.stdout).items() if k != "seconds"}  # noqa: E731
+    assert strip(full) == strip(resumed)
+    assert (out / "history.jsonl").read_text() == (full_dir / "history.jsonl").read_text()
 
 
 def synthetic_table(space_name: str, *, resolution: int, width_mult: float, num_classes: int, path: Path,

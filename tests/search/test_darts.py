@@ -13,7 +13,7 @@ import torch
 from hwnas.search.strategies.darts import derive_non_none, estimate_activation_gb, unrolled_gradient
 from hwnas.space import load_space
 from hwnas.supernet import SuperNet
-from tests.conftest import TOY_SPACE, read_history, run_cli, search_runner, synthetic_table
+from tests.conftest import TOY_SPACE, assert_resume_repeats, read_history, run_cli, search_runner, synthetic_table
 
 
 def test_the_second_order_gradient_matches_autograd_through_the_unrolled_step():
@@ -98,12 +98,6 @@ def test_darts_searches_and_resumes_after_a_kill(tmp_path, order):
     assert all(p[d] == max(p) for p, d in zip(probs, hist[-1]["derived_non_none"]))
     if order == "1":
         return
-    out = tmp_path / "killed"
-    killed = _search(*args, "--out", str(out), crash="darts_step:3")
-    assert killed.returncode == 137 and not (out / "summary.json").exists()
-    resumed = _search(*args, "--out", str(out), "--resume")
-    assert resumed.returncode == 0, resumed.stderr
-    strip = lambda r: {k: v for k, v in json.loads(r.stdout).items() if k != "seconds"}  # noqa: E731
-    assert strip(full) == strip(resumed)
-    assert (out / "history.jsonl").read_text() == (tmp_path / "full" / "history.jsonl").read_text()
+    assert_resume_repeats(_search, args, full=full, full_dir=tmp_path / "full", out=tmp_path / "killed",
+                          crash="darts_step:3")
     assert np.isfinite(s["extra"]["estimated_activation_gb"])

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import read_history, run_cli, search_runner
+from tests.conftest import assert_resume_repeats, read_history, run_cli, search_runner
 
 COMMON = ["--strategy", "msgdas", "--data-limit", "128", "--bn-batches", "1", "--msgdas-samples", "2",
           "--seed", "3"]
@@ -143,13 +143,5 @@ def test_kill_and_resume_gives_the_same_result(tables, tmp_path):
             "--msgdas-lambda", "0.1"]
     full = _search(*args, "--out", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr
-    out = tmp_path / "killed"
-    killed = _search(*args, "--out", str(out), crash="msgdas_step:3")
-    assert killed.returncode == 137
-    assert not (out / "summary.json").exists()
-    resumed = _search(*args, "--out", str(out), "--resume")
-    assert resumed.returncode == 0, resumed.stderr
-    a, b = json.loads(full.stdout), json.loads(resumed.stdout)
-    strip = lambda s: {k: v for k, v in s.items() if k != "seconds"}  # noqa: E731
-    assert strip(a) == strip(b)
-    assert (out / "history.jsonl").read_text() == (tmp_path / "full" / "history.jsonl").read_text()
+    assert_resume_repeats(_search, args, full=full, full_dir=tmp_path / "full", out=tmp_path / "killed",
+                          crash="msgdas_step:3")

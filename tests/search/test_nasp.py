@@ -15,7 +15,7 @@ from hwnas.search.strategies.nasp import (BoxArchParams, binarize, complexity, p
 from hwnas.space import load_space
 from hwnas.supernet import SuperNet
 from hwnas.train import classification_loss
-from tests.conftest import TOY_SPACE, read_history, search_runner, synthetic_table
+from tests.conftest import TOY_SPACE, assert_resume_repeats, read_history, search_runner, synthetic_table
 
 
 def test_prox_c_is_the_box_then_the_largest_entry_of_each_row():
@@ -106,11 +106,5 @@ def test_nasp_searches_and_resumes_after_a_kill_to_the_same_result(tmp_path):
     final = s["extra"]["final_A"]
     assert all(r[d] == max(r) for r, d in zip(final, hist[-1]["derived"]))  # argmax A (rounded to 1e-6)
     assert s["strategy"] == "nasp" and s["latency_source"] == "predicted"
-    out = tmp_path / "killed"
-    killed = _search(*args, "--out", str(out), crash="nasp_step:3")
-    assert killed.returncode == 137 and not (out / "summary.json").exists()
-    resumed = _search(*args, "--out", str(out), "--resume")
-    assert resumed.returncode == 0, resumed.stderr
-    strip = lambda r: {k: v for k, v in json.loads(r.stdout).items() if k != "seconds"}  # noqa: E731
-    assert strip(full) == strip(resumed)
-    assert (out / "history.jsonl").read_text() == (tmp_path / "full" / "history.jsonl").read_text()
+    assert_resume_repeats(_search, args, full=full, full_dir=tmp_path / "full", out=tmp_path / "killed",
+                          crash="nasp_step:3")

@@ -18,6 +18,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import numpy as np
 
 from hwnas.latency import BatchPredictor, LatencyTable
+from hwnas.plots import alpha_heatmap
 from hwnas.search.objective import Constraints
 from hwnas.space import ArchSettings, SearchSpace
 from hwnas.supernet import PathSampler, SuperNet, SupernetTrainConfig
@@ -106,6 +107,16 @@ class SearchContext:
             out.append({"indices": list(key), "accuracy": self.score(idx), "latency_ms": lat, "flops": flops,
                         "params": params})
         return out
+
+    def heatmap(self, history: Sequence[dict[str, Any]], *, title: str) -> str | None:
+        """Writes ``alpha_heatmap.png`` (the architecture parameters of each history record, per
+        decision and option) into the run and returns its file name; None without history."""
+        if not history:
+            return None
+        names = [d.name for d in self.space.decisions]
+        options = [[str(o) for o in d.options] for d in self.space.decisions]
+        return alpha_heatmap(history, decision_names=names, option_names=options,
+                             path=self.run.path / "alpha_heatmap.png", title=title).name
 
     def checkpoint(self, strategy_state: dict[str, Any]) -> None:
         """Saves the strategy's state (with the supernet) atomically."""

@@ -35,7 +35,6 @@ import torch
 
 from hwnas.errors import InputError
 from hwnas.latency import LatencyTable
-from hwnas.plots import alpha_heatmap
 from hwnas.search.dnas import (AlternatingConfig, ArchParams, TrainBatch, add_optimizer_flags, alternate,
                                arch_step_count, auto_arch_lr, refuse_path_training_flags)
 from hwnas.search.dual_ascent import TARGET_FORMS, BudgetTerm, DualAscentConfig
@@ -321,12 +320,8 @@ class Darts(Strategy):
                 memory_gb: float) -> SearchResult:
         history = [h for h in ctx.run.history() if h.get("phase") == PHASE]
         space = ctx.space
-        heatmap = None
-        if history:
-            heatmap = alpha_heatmap(history, decision_names=[d.name for d in space.decisions],
-                                    option_names=[[str(o) for o in d.options] for d in space.decisions],
-                                    path=ctx.run.path / "alpha_heatmap.png",
-                                    title=f"DARTS (order {self.config.order}) on {space.name}: softmax(alpha) per epoch").name
+        heatmap = ctx.heatmap(history, title=f"DARTS (order {self.config.order}) on {space.name}: softmax(alpha) "
+                                             f"per epoch")
         final = derive_non_none(space, arch.alphas)
         derived = final if term is None else term.end_point(final, float(ctx.costs.latency(final[None])[0]))
         per_epoch = [np.asarray(h["derived_non_none"], dtype=np.int64) for h in history]

@@ -13,8 +13,8 @@ weight decay 1e-4; weights momentum 0.9, weight decay 3e-4; τ from 10 down to 1
 
 Hardware awareness (``--msgdas-latency-loss``): in the architecture step the summed sub-graph loss
 gets the table's exact expected latency E[LAT] under softmax(α), once (``arch_loss``). The default
-``target`` is LightNAS's budget-targeting term (Luo et al., DAC 2022) ``L + λ · (E[LAT] / T_eff − 1)``, λ by dual ascent on
-the argmax architecture's predicted latency after every architecture step, T_eff = margin · T, so
+``target`` is LightNAS's budget-targeting term (Luo et al., DAC 2022) ``L + λ · (E[LAT] / T_eff − 1)``,
+λ by dual ascent on the argmax architecture's predicted latency after every architecture step, T_eff = margin · T, so
 the derived architecture lands just under the budget (``hwnas.search.dual_ascent``; flags
 ``--msgdas-latency-lambda-lr``, ``-lambda0``, ``-lambda-gain``, ``-target-margin``); ``tfnas`` is
 TF-NAS's ``L + λ_l · |E[LAT] / T_eff − 1|`` (Hu et al., ECCV 2020). The forms of ProxylessNAS (Cai et
@@ -36,7 +36,6 @@ import torch
 import torch.nn.functional as F
 
 from hwnas.errors import InputError
-from hwnas.plots import alpha_heatmap
 from hwnas.search.dnas import (ARCH_TRAVEL, AlternatingConfig, ArchParams, add_optimizer_flags, alternate,
                                arch_step_count, auto_arch_lr, refuse_path_training_flags)
 from hwnas.search.dual_ascent import TARGET_FORMS, BudgetTerm, DualAscentConfig
@@ -403,13 +402,8 @@ class Msgdas(Strategy):
                 arch_lr: float) -> SearchResult:
         """Argmax α, scored with the supernet's weights, plus per-epoch derived and sampled candidates."""
         history = [h for h in ctx.run.history() if h.get("phase") == PHASE]
-        heatmap = None
-        if history:
-            space = ctx.space
-            heatmap = alpha_heatmap(history, decision_names=[d.name for d in space.decisions],
-                                    option_names=[[str(o) for o in d.options] for d in space.decisions],
-                                    path=ctx.run.path / "alpha_heatmap.png",
-                                    title=f"MSG-DAS (K={self.config.k}) on {space.name}: softmax(alpha) per epoch").name
+        heatmap = ctx.heatmap(history, title=f"MSG-DAS (K={self.config.k}) on {ctx.space.name}: softmax(alpha) per "
+                                             f"epoch")
         argmax = arch.derive()  # target loss: maybe the visited argmax nearest under T
         derived = argmax if term is None else term.end_point(argmax, float(ctx.costs.latency(argmax[None])[0]))
         pool = [derived, argmax] + [np.asarray(h["derived"], dtype=np.int64) for h in history]

@@ -41,7 +41,6 @@ import numpy as np
 import torch
 
 from hwnas.errors import InputError
-from hwnas.plots import alpha_heatmap
 from hwnas.search.dnas import (AlternatingConfig, ArchParams, add_optimizer_flags, alternate, arch_step_count,
                                refuse_path_training_flags)
 from hwnas.search.dual_ascent import TARGET_FORMS, BudgetTerm, DualAscentConfig
@@ -277,12 +276,7 @@ class Nasp(Strategy):
         """The final Ā (or, with ``target``, the visited one nearest under T), plus each epoch's Ā, scored."""
         history = [h for h in ctx.run.history() if h.get("phase") == PHASE]
         space = ctx.space
-        heatmap = None
-        if history:
-            heatmap = alpha_heatmap(history, decision_names=[d.name for d in space.decisions],
-                                    option_names=[[str(o) for o in d.options] for d in space.decisions],
-                                    path=ctx.run.path / "alpha_heatmap.png",
-                                    title=f"NASP on {space.name}: A per epoch (box [0, 1])").name
+        heatmap = ctx.heatmap(history, title=f"NASP on {space.name}: A per epoch (box [0, 1])")
         final = arch.derive()
         derived = final if term is None else term.end_point(final, float(ctx.costs.latency(final[None])[0]))
         per_epoch = [np.asarray(h["derived"], dtype=np.int64) for h in history]

@@ -65,7 +65,6 @@ import numpy as np
 import torch
 
 from hwnas.errors import InputError
-from hwnas.plots import alpha_heatmap
 from hwnas.search.dnas import (AlternatingConfig, ArchParams, alternate, arch_step_count, auto_arch_lr,
                                refuse_path_training_flags)
 from hwnas.search.dual_ascent import BudgetTerm
@@ -168,12 +167,7 @@ class Proxyless(Strategy):
                 arch_lr: float) -> SearchResult:
         space = ctx.space
         history = [h for h in ctx.run.history() if h.get("phase") == PHASE and "probs" in h]
-        heatmap = None
-        if history:
-            heatmap = alpha_heatmap(history, decision_names=[d.name for d in space.decisions],
-                                    option_names=[[str(o) for o in d.options] for d in space.decisions],
-                                    path=ctx.run.path / "alpha_heatmap.png",
-                                    title=f"ProxylessNAS ({self.config.mode}) on {space.name}: softmax(α)").name
+        heatmap = ctx.heatmap(history, title=f"ProxylessNAS ({self.config.mode}) on {space.name}: softmax(α)")
         argmax = arch.derive()
         derived = argmax if term is None else term.end_point(argmax, float(ctx.costs.latency(argmax[None])[0]))
         picks = [derived, argmax] + [np.asarray(h["derived"], dtype=np.int64) for h in history]
