@@ -1,6 +1,7 @@
 """Search strategies compared by their winners' stand-alone accuracy (issue 16, item 5).
 
-Per seed, every strategy (``spos-evolution``, ``random``, ``proxyless``, ``msgdas``, ``mnasnet``)
+Per seed, every strategy (``spos-evolution``, ``random``, ``proxyless``, ``msgdas``, ``mnasnet``, and
+issue 19's ``nasp``, ``darts-1`` and ``darts-2`` (``--strategy darts --darts-order 1|2``) and ``gdas``)
 runs through ``hwnas search`` under one latency budget, and its winner is then trained from
 scratch with ``hwnas train``: one fixed, seeded short recipe for all winners of a seed (identical
 winners share one run). Strategies are ranked by that stand-alone accuracy, not by the supernet
@@ -49,7 +50,9 @@ from hwnas.jsonio import write_json_atomic
 ROOT = Path(__file__).resolve().parent.parent
 #: The CLI of this interpreter's environment (``.venv/bin/hwnas`` when run with ``.venv/bin/python``).
 HWNAS = [str(Path(sys.executable).parent / "hwnas")]
-STRATEGIES = ("spos-evolution", "random", "proxyless", "msgdas", "mnasnet")
+STRATEGIES = ("spos-evolution", "random", "proxyless", "msgdas", "mnasnet", "nasp", "darts-1", "darts-2", "gdas")
+#: Rows that are one strategy with fixed flags: name → (``--strategy``, flags).
+VARIANTS = {"darts-1": ("darts", ["--darts-order", "1"]), "darts-2": ("darts", ["--darts-order", "2"])}
 BASELINE = "random"
 #: A row's per-winner fields (None in the row of a search without a winner).
 ROW_FIELDS = ("standalone_accuracy", "search_accuracy", "evaluated", "budget_ms", "predicted_ms", "measured_ms",
@@ -83,7 +86,8 @@ def search_cmd(strategy: str, seed: int, args: argparse.Namespace, folder: Path)
     """The ``hwnas search`` command of one strategy and seed."""
     budget = ["--latency-ms", str(args.latency_ms)] if args.latency_ms is not None else ["--latency-rel",
                                                                                        args.latency_rel]
-    cmd = [*HWNAS, "search", "--space", args.space, "--strategy", strategy, "--table", args.table, *budget,
+    name, flags = VARIANTS.get(strategy, (strategy, []))
+    cmd = [*HWNAS, "search", "--space", args.space, "--strategy", name, *flags, "--table", args.table, *budget,
            "--data", args.data, "--data-limit", str(args.data_limit), "--epochs", str(args.epochs),
            "--seed", str(seed), "--verify", str(args.verify), "--out", str(folder), "--json"]
     if strategy in ("spos-evolution", "random"):

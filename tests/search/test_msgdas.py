@@ -236,6 +236,13 @@ def test_k_larger_than_a_decision_and_unmixable_spaces_are_input_errors():
         MsgdasConfig(latency_loss="log")
 
 
+def test_a_single_option_decision_is_that_option_in_every_subgraph():
+    Msgdas(config=MsgdasConfig(k=2)).check_space(load_space("darts"))  # node 2's one input pair "0,1"
+    rows = sample_subgraphs([torch.zeros(1), torch.zeros(3)], 2, 1.0, generator=torch.Generator().manual_seed(0))
+    assert rows[0].tolist() == [[1.0], [1.0]]
+    assert rows[1].sum(0).tolist().count(1.0) == 2 and rows[1].sum().item() == 2.0  # exclusive where it can be
+
+
 def test_the_additive_latency_term_is_counted_once_for_k_subgraphs():
     from hwnas.search.objective import proxyless_add_loss
     from hwnas.search.strategies.msgdas import arch_loss

@@ -154,10 +154,15 @@ def test_arch_import_nb201_and_show_print_the_string(tmp_path, capsys):
     assert bad.returncode == 2 and "node groups" in bad.stderr and not (tmp_path / "c.json").exists()
 
 
+#: Per cell space: resolution and latency budget (ms) of the all-strategies searches (synthetic tables).
+CELL_RUNS = {"nasbench201": (32, "0.4"), "darts": (16, "5")}
+
+
 @pytest.fixture(scope="module")
-def nb_table(tmp_path_factory) -> Path:
-    return synthetic_table("nasbench201", resolution=32, width_mult=0.25, num_classes=10,
-                           path=tmp_path_factory.mktemp("nb") / "synthetic.json")
+def cell_tables(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("cells")
+    return {name: synthetic_table(name, resolution=res, width_mult=0.25, num_classes=10, path=folder / f"{name}.json")
+            for name, (res, _) in CELL_RUNS.items()}
 
 
 def test_a_search_on_the_darts_space(tmp_path, capsys):
@@ -170,6 +175,7 @@ def test_a_search_on_the_darts_space(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("space", list(CELL_RUNS))
 @pytest.mark.parametrize("strategy,extra", [
     ("spos-evolution", ["--population", "4", "--generations", "1", "--top-k", "2"]),
     ("random", ["--population", "4", "--generations", "1", "--top-k", "2"]),
@@ -180,16 +186,21 @@ def test_a_search_on_the_darts_space(tmp_path, capsys):
     ("gdas", ["--msgdas-samples", "2"]),
     ("darts", ["--darts-order", "1"]),
 ])
-def test_every_strategy_searches_nasbench201(nb_table, tmp_path, capsys, strategy, extra):
-    summary = _hwnas(capsys, "search", "--space", "nasbench201", "--strategy", strategy, "--table", str(nb_table),
-                     "--latency-ms", "0.4", "--data-limit", "64", "--epochs", "1", "--bn-batches", "1", "--seed",
-                     "1", "--verify", "0", "--out", str(tmp_path / "run"), *extra)
+def test_every_strategy_searches_the_cell_spaces(cell_tables, tmp_path, capsys, space, strategy, extra):
+    res, budget = CELL_RUNS[space]
+    sp = load_space(space)
+    summary = _hwnas(capsys, "search", "--space", space, "--strategy", strategy, "--table", str(cell_tables[space]),
+                     "--latency-ms", budget, "--data-limit", "32", "--batch-size", "16", "--epochs", "1",
+                     "--bn-batches", "1", "--seed", "1", "--verify", "0", "--out", str(tmp_path / "run"), *extra)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["arch"] == summary["arch"]
-    arch = NB.validate_arch(summary["arch"])
-    assert summary["latency_source"] == "predicted"
-    bp = BatchPredictor.build(LatencyModel.from_table(LatencyTable.load(nb_table)), NB, width_mult=0.25,
-                              num_classes=10)
-    assert summary["predicted_latency_ms"] == pytest.approx(float(bp.latency(NB.encode(arch))[0]), rel=1e-9)
+    arch = sp.validate_arch(summary["arch"])
+    assert summary["latency_source"] == "predicted" and arch["resolution"] == res
+    bp = BatchPredictor.build(LatencyModel.from_table(LatencyTable.load(cell_tables[space])), sp, resolution=res,
+                              width_mult=0.25, num_classes=10)
+    assert summary["predicted_latency_ms"] == pytest.approx(float(bp.latency(sp.encode(arch))[0]), rel=1e-9)
+    if strategy == "darts" and space == "darts":  # the 14-edge relaxation: 2 x 14 rows of 8 (none + 7 ops)
+        assert np.shape(summary["extra"]["final_probs"]) == (28, 8)
+        assert summary["extra"]["derived"] == sp.encode(arch).tolist()
 
 
 def test_darts_derivation_keeps_the_two_strongest_non_none_edges_per_node():

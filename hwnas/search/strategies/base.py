@@ -108,13 +108,16 @@ class SearchContext:
                         "params": params})
         return out
 
-    def heatmap(self, history: Sequence[dict[str, Any]], *, title: str) -> str | None:
+    def heatmap(self, history: Sequence[dict[str, Any]], *, title: str,
+                labels: tuple[list[str], list[list[str]]] | None = None) -> str | None:
         """Writes ``alpha_heatmap.png`` (the architecture parameters of each history record, per
-        decision and option) into the run and returns its file name; None without history."""
+        decision and option) into the run and returns its file name; None without history.
+        ``labels``: row and option names when the parameters are not per decision (DARTS's cell
+        edges); default: the space's decisions."""
         if not history:
             return None
-        names = [d.name for d in self.space.decisions]
-        options = [[str(o) for o in d.options] for d in self.space.decisions]
+        names, options = labels or ([d.name for d in self.space.decisions],
+                                    [[str(o) for o in d.options] for d in self.space.decisions])
         return alpha_heatmap(history, decision_names=names, option_names=options,
                              path=self.run.path / "alpha_heatmap.png", title=title).name
 

@@ -1,9 +1,11 @@
 """``darts``: Differentiable Architecture Search (Liu et al., ICLR 2019), first and second order, with latency.
 
-Every decision d gets logits α_d. The mixed op of a decision is the softmax-weighted sum of *all* its
-candidates, o̅(x) = Σ_k softmax(α_d)_k·o_k(x) (Sec. 2.1, Eq. 2; ``SuperNet.weighted_forward`` with
-softmax weights). On a cell edge the ``none`` candidate is DARTS's zero op. Weights (SGD on the
-training split) and α (Adam on the validation split) alternate (Alg. 1):
+Every relaxed choice d gets logits α_d. Its mixed op is the softmax-weighted sum of *all* its
+candidates, o̅(x) = Σ_k softmax(α_d)_k·o_k(x) (Sec. 2.1, Eq. 2). The relaxed choices are the space's
+decisions on chain spaces and NAS-Bench-201 (``SuperNet.weighted_forward``), and the 2 × 14 edges of
+Eq. 1 on the ``darts`` space, whose own decisions are discrete genotypes (``hwnas.search.relaxation``).
+On a cell edge the ``none`` candidate is DARTS's zero op. Weights (SGD on the training split) and α
+(Adam on the validation split) alternate (Alg. 1):
 
 * first order (``--darts-order 1``): ∇_α L_val(w, α), i.e. ξ = 0 in Eq. 6;
 * second order (``--darts-order 2``): the unrolled step w' = w − ξ·∇_w L_train(w, α), with ξ the
@@ -12,15 +14,16 @@ training split) and α (Adam on the validation split) alternate (Alg. 1):
   the finite difference of Eq. 8, (∇_α L_train(w⁺, α) − ∇_α L_train(w⁻, α)) / 2ε with
   w± = w ± ε·∇_{w'} L_val(w', α) and ε = 0.01 / ‖∇_{w'} L_val(w', α)‖ (``unrolled_gradient``).
 
-The architecture is derived per decision by the argmax of its non-``none`` softmax weights (Sec. 2.4).
+The architecture is derived by the argmax of each choice's non-``none`` softmax weights, and on the
+``darts`` space each node keeps its two strongest inputs (Sec. 2.4).
 
 Memory: every candidate of every decision runs and keeps its activations for backward, so the
 step's activation memory grows with the number of candidates (ProxylessNAS's motivation, Cai et al.
 2019, Sec. 1). ``estimate_activation_gb`` bounds it before anything is built, and a configuration
 above ``--darts-max-memory-gb`` (default 80% of this machine's RAM) is refused.
 
-Hardware terms, as for the other gradient strategies: the table's exact expected latency under
-softmax(α) with LightNAS's budget-targeting term (``target``, λ by dual ascent), ``tfnas`` or ``none``.
+Hardware terms, as for the other gradient strategies: the expected latency under softmax(α) (exact on
+the space's decisions; on the ``darts`` space, of the derived cell, ``DartsCellRelaxation``) with LightNAS's budget-targeting term (``target``, λ by dual ascent), ``tfnas`` or ``none``.
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ from hwnas.latency import LatencyTable
 from hwnas.search.dnas import (AlternatingConfig, ArchParams, TrainBatch, add_optimizer_flags, alternate,
                                arch_step_count, auto_arch_lr, refuse_path_training_flags)
 from hwnas.search.dual_ascent import TARGET_FORMS, BudgetTerm, DualAscentConfig
+from hwnas.search.relaxation import Relaxation, candidate_blocks, relaxation_for
 from hwnas.search.strategies.base import SearchContext, SearchResult, Strategy, register_strategy
-from hwnas.space import ArchSettings, is_ref, load_space
+from hwnas.space import ArchSettings, Block, is_ref, load_space
 from hwnas.train import classification_loss
 
 PHASE = "darts"
@@ -55,19 +59,22 @@ def total_ram_gb() -> float:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
 
 
-def estimate_activation_gb(space, *, resolution: int, width_mult: float, num_classes: int, batch: int,
-                           order: int) -> float:
+def estimate_activation_gb(blocks: Sequence[Block], *, batch: int, order: int) -> float:
     """Activation memory of one DARTS step with every candidate kept for backward, GiB (float32).
 
     Counts each candidate block's input, output and (for inverted residuals) expanded tensors,
     ``SAVED_PER_BLOCK`` times, for a batch; the second order holds a second graph (the unrolled
     step) at a time, so twice that. An estimate, for refusing configurations early.
+
+    Args:
+        blocks: Every block the mixed forward computes (``candidate_blocks``).
+        batch: Images per step.
+        order: 1 or 2.
     """
     elements = 0.0
-    for t in space.layout(resolution=resolution, width_mult=width_mult, num_classes=num_classes):
-        for b in t.blocks:
-            ohw = b.out_hw
-            elements += b.cin * b.hw ** 2 + b.cout * ohw ** 2 + (b.mid or 0) * (b.hw ** 2 + ohw ** 2)
+    for b in blocks:
+        ohw = b.out_hw
+        elements += b.cin * b.hw ** 2 + b.cout * ohw ** 2 + (b.mid or 0) * (b.hw ** 2 + ohw ** 2)
     return SAVED_PER_BLOCK * elements * batch * 4 * (2 if order == 2 else 1) / 2 ** 30
 
 
@@ -116,18 +123,6 @@ def unrolled_gradient(*, weights: Sequence[torch.Tensor], alphas: Sequence[torch
         for w, base in zip(weights, w0):
             w.copy_(base)
     return [da - xi * h for da, h in zip(d_alpha, hvp)]
-
-
-def derive_non_none(space, alphas: Sequence[torch.Tensor]) -> np.ndarray:
-    """Per decision, the argmax of softmax(α) over its options other than ``none`` (Sec. 2.4)."""
-    out = []
-    for d, a in zip(space.decisions, alphas):
-        v = a.detach().clone()
-        for k, o in enumerate(d.options):
-            if str(o) == "none" and len(d.options) > 1:
-                v[k] = -float("inf")
-        out.append(int(torch.argmax(v)))
-    return np.array(out, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -220,10 +215,6 @@ class Darts(Strategy):
         if any(is_ref(st.width) for st in getattr(space.spec, "stages", ())):
             raise InputError(f"--strategy darts on space {space.name}: its width decisions give candidates of "
                              f"different shapes, which a mixed op cannot sum (Eq. 2); use nasp or proxyless.")
-        if space.kind == "cell" and getattr(space.spec, "topology", None) != "nb201":
-            raise InputError(f"--strategy darts on space {space.name}: its decisions are discrete genotypes (two "
-                             f"inputs and their ops per node), not DARTS's 14-edge relaxation, which hwnas does not "
-                             f"build yet; search nasbench201 or a chain space with darts, or {space.name} with nasp.")
         strategy = cls(config=cfg)
         table = LatencyTable.load(args.table)
         s = ArchSettings.of(table, space)
@@ -239,8 +230,9 @@ class Darts(Strategy):
     def check_memory(self, space, *, settings: ArchSettings, batch: int) -> float:
         """The estimated activation memory (GiB); ``InputError`` above the limit."""
         limit = self.config.max_memory_gb or 0.8 * total_ram_gb()
-        gb = estimate_activation_gb(space, resolution=settings.resolution, width_mult=settings.width_mult,
-                                    num_classes=settings.num_classes, batch=batch, order=self.config.order)
+        blocks = candidate_blocks(space, resolution=settings.resolution, width_mult=settings.width_mult,
+                                  num_classes=settings.num_classes)
+        gb = estimate_activation_gb(blocks, batch=batch, order=self.config.order)
         if gb > limit:
             raise InputError(f"DARTS keeps every candidate's activations: this run needs about {gb:.2f} GiB "
                              f"(batch {batch}, order {self.config.order}), over --darts-max-memory-gb "
@@ -251,7 +243,8 @@ class Darts(Strategy):
         cfg = self.config
         memory_gb = self.check_memory(ctx.space, settings=ctx.settings, batch=ctx.train_config.batch_size)
         supernet, ds, predictor, tc = ctx.supernet, ctx.dataset, ctx.predictor, ctx.train_config
-        arch = ArchParams(ctx.space.num_options)
+        relax = relaxation_for(supernet=supernet, predictor=predictor)
+        arch = ArchParams(relax.num_options)
         gen = torch.Generator().manual_seed(int(ctx.seed))
         with torch.no_grad():  # DARTS's start: α = 1e-3·N(0, 1)
             for a in arch.alphas:
@@ -269,7 +262,7 @@ class Darts(Strategy):
         weights = [p for p in supernet.parameters() if p.requires_grad]
 
         def ce_at(x, y, probs) -> torch.Tensor:
-            return classification_loss(supernet.weighted_forward(x, probs), y)
+            return classification_loss(relax.forward(x, probs), y)
 
         def weight_step(x, y, rng, step):
             loss = ce_at(x, y, [p.detach() for p in arch.probs()])
@@ -277,7 +270,7 @@ class Darts(Strategy):
             return {"loss": float(loss.detach())}
 
         def hardware(ce: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            expected = predictor.expected_latency(arch.probs())  # ms, differentiable in α
+            expected = relax.expected_latency(arch.probs())  # ms, differentiable in α
             return (term.loss(ce, expected) if term is not None else ce), expected
 
         def arch_step(x, y, rng, step):  # first order: ∇_α L_val(w, α)
@@ -300,11 +293,11 @@ class Darts(Strategy):
             return {"latency_term": float(extra.detach()), "expected_latency_ms": float(expected.detach())}
 
         def after_arch_step(step: int) -> None:
-            derived = derive_non_none(ctx.space, arch.alphas)
+            derived = relax.derive(arch.alphas)
             term.update(float(ctx.costs.latency(derived[None])[0]), derived)
 
         def on_epoch(epoch: int) -> dict[str, Any]:
-            derived = derive_non_none(ctx.space, arch.alphas)
+            derived = relax.derive(arch.alphas)
             return {"derived_non_none": derived.tolist(),
                     "derived_latency_ms": float(ctx.costs.latency(derived[None])[0]),
                     **({} if term is None else {"lambda": term.lam})}
@@ -314,20 +307,20 @@ class Darts(Strategy):
                   unrolled_arch_step=unrolled_step if cfg.order == 2 else None, state=ctx.state,
                   on_epoch=on_epoch, extra_state=lambda: {} if term is None else {"strategy": {"term": term.state()}},
                   after_arch_step=None if term is None or term.form != "target" else after_arch_step)
-        return self._result(ctx, arch, term=term, arch_lr=a_lr, memory_gb=memory_gb)
+        return self._result(ctx, arch, relax, term=term, arch_lr=a_lr, memory_gb=memory_gb)
 
-    def _result(self, ctx: SearchContext, arch: ArchParams, *, term: BudgetTerm | None, arch_lr: float,
-                memory_gb: float) -> SearchResult:
+    def _result(self, ctx: SearchContext, arch: ArchParams, relax: Relaxation, *, term: BudgetTerm | None,
+                arch_lr: float, memory_gb: float) -> SearchResult:
         history = [h for h in ctx.run.history() if h.get("phase") == PHASE]
         space = ctx.space
         heatmap = ctx.heatmap(history, title=f"DARTS (order {self.config.order}) on {space.name}: softmax(alpha) "
-                                             f"per epoch")
-        final = derive_non_none(space, arch.alphas)
+                                             f"per epoch", labels=relax.labels())
+        final = relax.derive(arch.alphas)
         derived = final if term is None else term.end_point(final, float(ctx.costs.latency(final[None])[0]))
         per_epoch = [np.asarray(h["derived_non_none"], dtype=np.int64) for h in history]
         candidates = ctx.evaluate([derived, final] + per_epoch)
         with torch.no_grad():
-            expected = float(ctx.predictor.expected_latency(arch.probs()))
+            expected = float(relax.expected_latency(arch.probs()))
         extra = {"order": self.config.order, "derived": [int(v) for v in derived],
                  "derived_feasible": bool(ctx.feasible(derived[None])[0]), "expected_latency_ms": expected,
                  "final_probs": arch.snapshot(), "heatmap": heatmap, "latency_loss": self.config.latency_loss,

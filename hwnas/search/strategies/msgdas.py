@@ -149,7 +149,9 @@ def sample_subgraphs(alphas: Sequence[torch.Tensor], k: int, tau: float, *,
                      generator: torch.Generator | None = None) -> list[torch.Tensor]:
     """K exclusive straight-through one-hot samples per decision (Sec. 3.1, Alg. 1).
 
-    Decisions with the same number of options are sampled in one batched ``gumbel_topk`` call.
+    Decisions with the same number of options are sampled in one batched ``gumbel_topk`` call. A
+    decision with a single option (no choice, e.g. the first node's input pair of a DARTS cell) is
+    that option in every sub-graph.
 
     Returns:
         ``out[d]``: shape (k, num_options[d]); row i is sub-graph i's one-hot choice for decision d.
@@ -160,7 +162,9 @@ def sample_subgraphs(alphas: Sequence[torch.Tensor], k: int, tau: float, *,
     out: list[torch.Tensor | None] = [None] * len(alphas)
     for n in sorted(groups):
         ds = groups[n]
-        rows = gumbel_topk(torch.stack([alphas[d] for d in ds]), k, tau, generator=generator)  # k, len(ds), n
+        rows = gumbel_topk(torch.stack([alphas[d] for d in ds]), min(k, n), tau, generator=generator)  # k, len(ds), n
+        if n == 1:
+            rows = rows.expand(k, -1, -1)
         for j, d in enumerate(ds):
             out[d] = rows[:, j]
     return out  # type: ignore[return-value]
@@ -316,7 +320,7 @@ class Msgdas(Strategy):
         """Raises ``InputError`` when K sub-graphs cannot be exclusive or the guidance pass cannot mix."""
         k = self.config.k
         for d, n in zip(space.decisions, space.num_options):
-            if k > n:
+            if 1 < n < k:
                 raise InputError(f"--msgdas-k {k} exceeds the {n} options of decision {d.name} of space "
                                  f"{space.name}: the K sub-graphs must be mutually exclusive.")
         if self.config.lambda_max > 0 and any(is_ref(s.width) for s in space.spec.stages):
