@@ -193,3 +193,19 @@ def test_measured_selection_on_the_shipped_table_times_candidates_and_reference(
     assert s["measured_latency_ms"] > 0 and s["reference_measured_ms"] > 0
     assert s["estimator"]["name"].startswith("steady") and s["drift"] > 0
     assert s["table_drift"] == pytest.approx(s["reference_measured_ms"] / s["reference_predicted_ms"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("space", ["mobilenetv2", "proxyless"])
+@pytest.mark.parametrize("strategy", ["nasp", "darts", "gdas"])
+def test_the_issue_19_strategies_search_the_chain_spaces(tables, capsys, tmp_path, space, strategy):
+    from hwnas.cli.main import main
+
+    code = main(["search", "--space", space, "--strategy", strategy, "--table", str(tables[space]), "--latency-ms",
+                 "0.3", "--data-limit", "32", "--batch-size", "16", "--epochs", "1", "--bn-batches", "1", "--verify",
+                 "0", "--out", str(tmp_path / "run"), "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    summary = json.loads(out.out)
+    assert summary["strategy"] == strategy and summary["latency_source"] == "predicted"
+    assert summary["predicted_latency_ms"] <= 0.3 and summary["constraints_met"]
