@@ -179,6 +179,8 @@ def test_a_search_on_the_darts_space(tmp_path, capsys):
     ("nasp", ["--nasp-latency-loss", "none"]),  # dead edges get no gradient at all
     ("gdas", ["--msgdas-samples", "2"]),
     ("darts", ["--darts-order", "1"]),
+    ("tnas", ["--population", "4", "--generations", "1", "--top-k", "2", "--tnas-topk", "2", "--tnas-pool", "2",
+              "--tnas-vae-steps", "10"]),
 ])
 def test_every_strategy_searches_nasbench201(nb_table, tmp_path, capsys, strategy, extra):
     summary = _hwnas(capsys, "search", "--space", "nasbench201", "--strategy", strategy, "--table", str(nb_table),
