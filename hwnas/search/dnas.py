@@ -165,6 +165,24 @@ class TrainBatch:
 UnrolledStepFn = Callable[[torch.Tensor, torch.Tensor, TrainBatch, np.random.Generator, int], dict[str, float]]
 
 
+@dataclass(frozen=True)
+class WeightPaths:
+    """Paths a learned sampler proposes for a gradient strategy's weight steps (TNAS, Yan et al. 2021,
+    Sec. 4.3, Eq. 12: the path whose weights a step trains is drawn from p_θ(α | z)).
+
+    Attributes:
+        propose: Step index → option indices (D,) of the path that step trains, or None for the
+            strategy's own path; a pure function of the step and of the proposer's state.
+        on_epoch: Called at each epoch end with the epoch (before the checkpoint); returns history
+            fields (the proposer learns here).
+        state: The proposer's state, saved in every checkpoint as ``strategy["proposal"]``.
+    """
+
+    propose: Callable[[int], np.ndarray | None]
+    on_epoch: Callable[[int], dict[str, Any]]
+    state: Callable[[], dict[str, Any]]
+
+
 def alternate(*, supernet: SuperNet, arch: ArchParams, ds: Dataset, config: AlternatingConfig, seed: int,
               run: RunDir, phase: str, weight_step: StepFn, arch_step: StepFn | None = None,
               unrolled_arch_step: UnrolledStepFn | None = None,

@@ -241,9 +241,9 @@ def run_search(settings: SearchSettings, strategy: Strategy, *, out: str, resume
     def supernet_state() -> dict[str, Any]:
         return {"phase": "search", "supernet": supernet.state_dict(), "supernet_train": train_state}
 
-    def train_weights(sampler) -> None:
+    def train_weights(sampler, *, on_epoch=None, extra_state=dict) -> None:
         final = train_supernet(supernet, ds, sampler, config=settings.train, seed=settings.seed, run=run,
-                               state=state)
+                               state=state, on_epoch=on_epoch, extra_state=extra_state)
         train_state.update(final)
 
     if state is not None and "search_result" in state:  # killed during verification: the strategy is done
@@ -255,7 +255,8 @@ def run_search(settings: SearchSettings, strategy: Strategy, *, out: str, resume
         ctx = SearchContext(space=space, constraints=constraints, costs=costs, seed=settings.seed, run=run,
                             state=state, train_weights=train_weights, score=evaluator.score, budgets=tuple(budgets),
                             settings=arch_settings, predictor=predictor, table=table, dataset=ds,
-                            train_config=settings.train, supernet=supernet, supernet_state=supernet_state)
+                            train_config=settings.train, supernet=supernet, supernet_state=supernet_state,
+                            forget_scores=evaluator.cache.clear)
         result = strategy.search(ctx)
     search_state = {**supernet_state(), "phase": "verify", "search_result": _plain({
         "best": [int(i) for i in result.best], "score": result.score, "candidates": result.candidates,

@@ -94,7 +94,8 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 
 def train_supernet(supernet: SuperNet, ds: Dataset, sampler: PathSampler, *, config: SupernetTrainConfig,
                    seed: int, run: RunDir, state: dict[str, Any] | None = None,
-                   extra_state: Callable[[], dict[str, Any]] = dict) -> dict[str, Any]:
+                   extra_state: Callable[[], dict[str, Any]] = dict,
+                   on_epoch: Callable[[int], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Trains the supernet's weights on ``ds.train`` with paths from ``sampler``.
 
     Args:
@@ -106,6 +107,9 @@ def train_supernet(supernet: SuperNet, ds: Dataset, sampler: PathSampler, *, con
         run: Run directory (history lines per epoch, atomic checkpoints).
         state: A checkpoint to resume from (``None``: start fresh).
         extra_state: Adds strategy state to every checkpoint.
+        on_epoch: Called at each epoch end, before that epoch's history line and checkpoint, with the
+            number of epochs done; returns extra fields of the history line (e.g. TNAS's sampler
+            update, whose state ``extra_state`` then saves).
 
     Returns:
         The final training state (also the last checkpoint's ``supernet_train``).
@@ -180,9 +184,10 @@ def train_supernet(supernet: SuperNet, ds: Dataset, sampler: PathSampler, *, con
             bar.update(1)
             run.crash_point("supernet_step")
             if step % per_epoch == 0:
+                extra = on_epoch(step // per_epoch) if on_epoch is not None else {}
                 run.append_history({"phase": "supernet", "epoch": step // per_epoch, "step": step,
                                     "train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen),
-                                    "lr": optimizer.param_groups[0]["lr"]})
+                                    "lr": optimizer.param_groups[0]["lr"], **extra})
                 loss_sum, correct, seen = 0.0, 0, 0
                 checkpoint()
             elif step % config.checkpoint_every == 0:

@@ -78,3 +78,21 @@ def test_minimize_matches_brute_force():
     brute = min(1.0 + sum(a[tuple(c[d] for d in ds)] for ds, a in terms) for c in itertools.product(*map(range, n)))
     assert best == pytest.approx(brute)
     assert 1.0 + sum(a[tuple(x[d] for d in ds)] for ds, a in terms) == pytest.approx(best)
+
+
+def test_the_first_population_starts_with_the_given_initial_candidates():
+    """``initial`` (TNAS: draws from its learned sampler) comes first; infeasible and repeated entries
+    are skipped and uniform feasible draws fill the population. Without it nothing changes."""
+    budget = float(TARGET @ WEIGHTS / 100.0)
+    feasible = lambda I: COSTS.latency(I) <= budget  # noqa: E731
+    cfg = EvolutionConfig(population=6, generations=1, top_k=2)
+    heavy = np.array([n - 1 for n in SPACE.num_options])  # latency above the budget
+    small = np.zeros(len(TARGET), dtype=np.int64)
+    start = evolve(SPACE, score=onemax, feasible=feasible, costs=COSTS, config=cfg, seed=4,
+                   initial=[TARGET, heavy, TARGET, small])
+    first = [e["indices"] for e in start["evaluated"] if e["generation"] == 0]
+    assert first[:2] == [TARGET.tolist(), small.tolist()] and len(first) == 6
+    assert heavy.tolist() not in first and all(COSTS.latency(np.array(first)) <= budget)
+    plain = evolve(SPACE, score=onemax, feasible=feasible, costs=COSTS, config=cfg, seed=4)
+    uniform = [e["indices"] for e in plain["evaluated"] if e["generation"] == 0]
+    assert first[2:] == uniform[:4]  # the same uniform draws fill the rest

@@ -185,6 +185,8 @@ def test_a_search_on_the_darts_space(tmp_path, capsys):
     ("nasp", ["--nasp-latency-loss", "none"]),  # dead edges get no gradient at all
     ("gdas", ["--msgdas-samples", "2"]),
     ("darts", ["--darts-order", "1"]),
+    ("tnas", ["--population", "4", "--generations", "1", "--top-k", "2", "--tnas-topk", "2", "--tnas-pool", "2",
+              "--tnas-vae-steps", "10"]),
 ])
 def test_every_strategy_searches_the_cell_spaces(cell_tables, tmp_path, capsys, space, strategy, extra):
     res, budget = CELL_RUNS[space]

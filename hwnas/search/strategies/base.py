@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Protocol, Sequence
 
 import numpy as np
 
@@ -38,6 +38,15 @@ class Costs:
         return self.latency(indices), self.flops(indices), self.params(indices)
 
 
+class TrainWeights(Protocol):
+    """``SearchContext.train_weights``: trains the supernet's weights with ``sampler``'s paths
+    (``hwnas.supernet.train_supernet``); ``on_epoch`` runs at each epoch end and returns history
+    fields, ``extra_state`` adds the strategy's state (``{"strategy": ...}``) to every checkpoint."""
+
+    def __call__(self, sampler: PathSampler, *, on_epoch: Callable[[int], dict[str, Any]] | None = None,
+                 extra_state: Callable[[], dict[str, Any]] = dict) -> None: ...
+
+
 @dataclass(frozen=True)
 class SearchContext:
     """Everything a strategy may use, as named, typed fields (a typo fails at attribute access).
@@ -50,8 +59,9 @@ class SearchContext:
         run: Run directory (history, checkpoints).
         state: The checkpoint to resume from, or ``None``.
         train_weights: Trains the supernet's weights for the configured epochs with a path sampler
-            (resumable; a no-op once done).
-        score: Accuracy of a path with inherited weights (BN recalibrated), cached.
+            (resumable; a no-op once done); ``TrainWeights`` says what else it takes.
+        score: Accuracy of a path with inherited weights (BN recalibrated), cached until
+            ``forget_scores``.
         budgets: Latency budgets of the run, ms: ``constraints.latency_ms`` first, then the other
             ``--pareto`` budgets.
         settings: Resolution, width and classes of the run's architectures (``decode``).
@@ -63,6 +73,8 @@ class SearchContext:
         supernet: The weight-sharing supernet, for strategies that write their own weight and
             architecture steps on it (the DNAS strategies, ``hwnas.search.dnas.alternate``).
         supernet_state: The supernet's fields of a checkpoint (weights, training progress).
+        forget_scores: Empties ``score``'s cache; a strategy that scores paths while the weights still
+            change (TNAS) calls it after they changed.
     """
 
     space: SearchSpace
@@ -71,7 +83,7 @@ class SearchContext:
     seed: int
     run: RunDir
     state: dict[str, Any] | None
-    train_weights: Callable[[PathSampler], None]
+    train_weights: TrainWeights
     score: Callable[[np.ndarray], float]
     budgets: tuple[float, ...]
     settings: ArchSettings
@@ -81,6 +93,7 @@ class SearchContext:
     train_config: SupernetTrainConfig
     supernet: SuperNet
     supernet_state: Callable[[], dict[str, Any]]
+    forget_scores: Callable[[], None]
 
     def feasible(self, indices: np.ndarray) -> np.ndarray:
         """Constraint check of option indices (N, D) → (N,) bool."""

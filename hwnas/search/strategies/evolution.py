@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -94,7 +94,8 @@ def _record(idx: np.ndarray, acc: float, costs: Costs, generation: int) -> dict[
 
 def evolve(space: SearchSpace, *, score: Score, feasible: Feasible, costs: Costs, config: EvolutionConfig,
            seed: int, state: dict[str, Any] | None = None,
-           on_generation: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+           on_generation: Callable[[dict[str, Any]], None] | None = None,
+           initial: Sequence[np.ndarray] = ()) -> dict[str, Any]:
     """SPOS evolutionary search (Alg. 1). Returns the final state with ``best`` and ``evaluated``.
 
     Args:
@@ -106,12 +107,16 @@ def evolve(space: SearchSpace, *, score: Score, feasible: Feasible, costs: Costs
         seed: Seed.
         state: State of an interrupted run (from ``on_generation``).
         on_generation: Called with the state after each generation (checkpointing).
+        initial: Option-index vectors the first population starts with (SPOS draws it uniformly;
+            TNAS, Sec. 4.2, from its learned sampler); infeasible or repeated ones are skipped and
+            uniform feasible draws fill the rest. Unused when resuming.
     """
     if state is None:
         rng = _rng(seed, 0, 11)
         seen: set = set()
-        pop = _fill(lambda: space.encode(space.sample(rng)), config.population, feasible=feasible, seen=seen,
-                    max_tries=config.max_tries)
+        queue = [np.asarray(p, dtype=np.int64) for p in reversed(initial)]
+        pop = _fill(lambda: queue.pop() if queue else space.encode(space.sample(rng)), config.population,
+                    feasible=feasible, seen=seen, max_tries=config.max_tries)
         if not pop:
             raise InputError("no architecture of the space satisfies the constraints.")
         state = {"generation": 0, "population": [p.tolist() for p in pop], "topk": [], "evaluated": []}

@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 
 from hwnas.errors import InputError
-from hwnas.search.dnas import (ARCH_TRAVEL, AlternatingConfig, ArchParams, add_optimizer_flags, alternate,
-                               arch_step_count, auto_arch_lr, refuse_path_training_flags)
+from hwnas.search.dnas import (ARCH_TRAVEL, AlternatingConfig, ArchParams, WeightPaths, add_optimizer_flags,
+                               alternate, arch_step_count, auto_arch_lr, refuse_path_training_flags)
 from hwnas.search.dual_ascent import TARGET_FORMS, BudgetTerm, DualAscentConfig
 from hwnas.search.objective import proxyless_add_loss, proxyless_mul_loss
 from hwnas.search.strategies.base import SearchContext, SearchResult, Strategy, register_strategy
@@ -240,14 +240,25 @@ def _onehot_rows(rows: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     return [F.one_hot(r.detach().argmax(-1), r.shape[-1]).to(r.dtype) for r in rows]
 
 
+def path_rows(path: Sequence[int], num_options: Sequence[int]) -> list[torch.Tensor]:
+    """One sub-graph's one-hot rows (1, n) per decision for the option indices ``path``."""
+    return [F.one_hot(torch.tensor([int(o)]), int(n)).float() for o, n in zip(path, num_options)]
+
+
 # ---- the strategy ----------------------------------------------------------------------------------
 
 @register_strategy("msgdas")
 class Msgdas(Strategy):
-    """MSG-DAS with a latency loss; see the module docstring."""
+    """MSG-DAS with a latency loss; see the module docstring.
 
-    def __init__(self, *, config: MsgdasConfig) -> None:
-        self.config = config
+    ``weight_paths`` (K = 1 only): a learned sampler proposes the paths the weight steps train
+    (TNAS-G, ``hwnas.search.strategies.tnas``); the architecture steps are unchanged.
+    """
+
+    def __init__(self, *, config: MsgdasConfig, weight_paths: WeightPaths | None = None) -> None:
+        if weight_paths is not None and config.k != 1:
+            raise ValueError("proposed weight paths need K = 1 (one sub-graph per step)")
+        self.config, self.weight_paths = config, weight_paths
 
     @classmethod
     def add_arguments(cls, p: argparse.ArgumentParser) -> None:
@@ -356,14 +367,16 @@ class Msgdas(Strategy):
                 return proxyless_add_loss(loss, expected, target, lam=cfg.latency_lambda)
             return loss
 
-        def run_subgraphs(x, y, rng, step, *, train_alpha: bool):
+        wp = self.weight_paths
+
+        def run_subgraphs(x, y, rng, step, *, train_alpha: bool, path: np.ndarray | None = None):
             tau, lam = cfg.tau(step, total), cfg.guidance_weight(step, total)
             ratio = cfg.dropblock.ratio(step, total)
             gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
             alphas = list(arch.alphas) if train_alpha else [a.detach() for a in arch.alphas]
             rows = sample_subgraphs(alphas, cfg.k, tau, generator=gen)
             if not train_alpha:
-                rows = _onehot_rows(rows)
+                rows = _onehot_rows(rows) if path is None else path_rows(path, ctx.space.num_options)
             soft = guidance_probs(supernet, arch, x) if lam > 0 else None
             identity = (partial(drop_block, drop_prob=ratio, block_size=cfg.dropblock.block_size)
                         if ratio > 0 else None)
@@ -371,7 +384,8 @@ class Msgdas(Strategy):
             return losses, {"acc": acc, "tau": tau, "lambda": lam, "dropblock": ratio}
 
         def weight_step(x, y, rng, step):
-            losses, metrics = run_subgraphs(x, y, rng, step, train_alpha=False)
+            path = None if wp is None else wp.propose(step)
+            losses, metrics = run_subgraphs(x, y, rng, step, train_alpha=False, path=path)
             loss = torch.stack(losses).sum()  # Fig. 2: the sub-graphs' losses are summed
             loss.backward()
             return {"loss": float(loss.detach()), **metrics}
@@ -394,11 +408,16 @@ class Msgdas(Strategy):
                 expected = float(predictor.expected_latency(arch.probs()))
             derived = arch.derive()
             return {"expected_latency_ms": expected, "derived_latency_ms": float(ctx.costs.latency(derived[None])[0]),
-                    **({} if term is None else {"lambda": term.lam})}
+                    **({} if term is None else {"lambda": term.lam}), **({} if wp is None else wp.on_epoch(epoch))}
+
+        def extra_state() -> dict[str, Any]:
+            mine = {**({} if term is None else {"term": term.state()}),
+                    **({} if wp is None else {"proposal": wp.state()})}
+            return {"strategy": mine} if mine else {}
 
         alternate(supernet=supernet, arch=arch, ds=ds, config=loop, seed=ctx.seed, run=ctx.run, phase=PHASE,
                   weight_step=weight_step, arch_step=arch_step, state=ctx.state, on_epoch=on_epoch,
-                  extra_state=lambda: {} if term is None else {"strategy": {"term": term.state()}},
+                  extra_state=extra_state,
                   after_arch_step=None if term is None or term.form != "target" else after_arch_step)
         return self._derive(ctx, arch, term=term, arch_lr=a_lr)
 
