@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx = SearchContext(space=space, constraints=Constraints(latency_ms=budget), costs=costs, seed=args.seed,
                             run=run, state=state, train_weights=lambda sampler: None, score=score,
                             budgets=(budget,), settings=ArchSettings(**settings), predictor=predictor, table=table,
-                            dataset=ds, train_config=train, supernet=supernet, supernet_state=dict)
+                            dataset=ds, train_config=train, supernet=supernet, supernet_state=dict,
+                            score_many=lambda pool: [score(idx) for idx in pool])
         result = strategy.search(ctx)
         best = [int(v) for v in result.best]
         lat, flops, params = (float(v[0]) for v in costs.all(np.asarray([best])))
