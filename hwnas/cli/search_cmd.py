@@ -99,7 +99,10 @@ def run(args: argparse.Namespace) -> Report:
     if remote_flags and not strategy.measures_on_device() and args.verify == 0:
         raise InputError(f"{remote_flags[0]} is used only when the search measures on the device "
                          f"(measured selection, --verify K > 0, or --strategy mnasnet --latency measured).")
-    commands = commands_from_args(args, announce=not strategy.measures_on_device())
+    if strategy.measures_on_device() and dist.world_size > 1:
+        raise InputError(f"--strategy {args.strategy} times models on the device during the search, which "
+                         f"{dist.world_size} processes cannot share; run it with one process (no torchrun).")
+    commands = commands_from_args(args, announce=not strategy.measures_on_device() and dist.is_main)
     if args.pareto and not hasattr(strategy, "evolution"):
         raise InputError(f"--pareto is supported by spos-evolution and random, not {args.strategy}.")
     settings = SearchSettings(

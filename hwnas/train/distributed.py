@@ -102,8 +102,8 @@ class Distributed:
         """``t`` on the device the backend moves (NCCL: this GPU; gloo: the CPU)."""
         return t.to(self.device) if self.backend == "nccl" else t.cpu()
 
-    def average_(self, tensors: Iterable[torch.Tensor | None], *, weight: float = 1.0) -> None:
-        """Replaces each tensor by its mean over processes (``weight`` × it is summed, then / N).
+    def average_(self, tensors: Iterable[torch.Tensor | None]) -> None:
+        """Replaces each tensor by its mean over processes.
 
         ``None`` entries are skipped; every process must pass the same shapes in the same order.
         Tensors are flattened into buckets of ``BUCKET`` elements per dtype, one all-reduce each.
@@ -125,8 +125,6 @@ class Distributed:
                 size += t.numel()
             for bucket in buckets:
                 flat = self._comm(torch.cat([b.reshape(-1) for b in bucket]))
-                if weight != 1.0:
-                    flat.mul_(weight)
                 tdist.all_reduce(flat)
                 flat.div_(self.world_size)
                 offset = 0
@@ -134,13 +132,13 @@ class Distributed:
                     b.copy_(flat[offset:offset + b.numel()].view(b.shape))
                     offset += b.numel()
 
-    def average_gradients(self, params: Iterable[nn.Parameter], *, weight: float = 1.0) -> None:
+    def average_gradients(self, params: Iterable[nn.Parameter]) -> None:
         """Averages the gradients that exist (``grad`` not None) over processes, in place.
 
-        Every process ran the same paths, so the same parameters have gradients everywhere.
-        ``weight`` (n_local·N / n_global) makes the mean exact for unequal shards of one batch.
+        Every process ran the same paths, so the same parameters have gradients everywhere. With
+        unequal shares of one batch, scale each process's loss by n_local·N / n_global first.
         """
-        self.average_((p.grad for p in params), weight=weight)
+        self.average_(p.grad for p in params)
 
     def sum_floats(self, values: Sequence[float]) -> list[float]:
         """Element-wise sums over processes (float64)."""
