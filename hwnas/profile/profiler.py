@@ -56,6 +56,7 @@ from hwnas.errors import InputError
 from hwnas.latency import ENTRY_FIELDS, LatencyTable, entry_cv, utc_now
 from hwnas.profile.backend import Backend, BackendConfig, Runner, gc_paused
 from hwnas.profile.export_cache import export_blocks
+from hwnas.profile.fleet import Fleet, fleet_summary
 from hwnas.profile.measure import make_backend
 from hwnas.profile.interleaved import measure_interleaved, runs_per_sample  # noqa: F401 - re-exported
 from hwnas.profile.steady import DEFAULT_QUANTILE, SteadySettings, estimator_name, group_rounds, steady_entry
@@ -200,7 +201,8 @@ def _common(spaces: Sequence[SearchSpace], what: str, value: Any, attr: str) -> 
 def profile_table(spaces: Sequence[SearchSpace], *, config: BackendConfig, out: str | Path,
                   resolution: int | None = None, width_mult: float = 1.0, num_classes: int | None = None,
                   settings: ProfileSettings = ProfileSettings(), resume: bool = False,
-                  workdir: str | Path | None = None, progress: bool = True) -> ProfileResult:
+                  workdir: str | Path | None = None, progress: bool = True,
+                  fleet: Fleet | None = None) -> ProfileResult:
     """Profiles every distinct block of ``spaces`` into the latency table ``out``.
 
     Args:
@@ -214,6 +216,8 @@ def profile_table(spaces: Sequence[SearchSpace], *, config: BackendConfig, out: 
         resume: Keep the entries of an existing ``out`` (same settings) and measure the rest.
         workdir: Folder for exported models (default ``<out>.work``, removed when complete).
         progress: Show tqdm bars on stderr.
+        fleet: Several devices of one kind measuring at once (``hwnas.profile.fleet``; ``config``'s
+            settings with each device's commands); None: ``config``'s one device.
 
     Returns:
         A ``ProfileResult``; the complete table is at ``out``.
@@ -235,11 +239,15 @@ def profile_table(spaces: Sequence[SearchSpace], *, config: BackendConfig, out: 
         raise InputError(f"--out {out} already exists; pass --resume to continue it or choose another file.")
     if out.exists() and out.is_dir():
         raise InputError(f"--out {out} is a folder; give a table file name.")
-    backend = make_backend(config)
+    backends = [make_backend(c) for c in (fleet.configs if fleet is not None else (config,))]
+    backend = backends[0]
     header = {**backend.header(), "resolution": resolution, "width_mult": float(width_mult),
               "num_classes": num_classes, "spaces": [sp.name for sp in spaces], "stat": "steady",
               "estimator": settings.estimator(), "repeats": settings.repeats, "warmup": settings.warmup,
               "min_sample_ms": float(settings.min_sample_ms) if backend.averages_runs else 0.0}
+    if fleet is not None:
+        fleet.check_same_kind(backends)
+        header.update(fleet.header())
     table = _start_table(out, header, resume=resume)
     blocks = space_blocks(spaces, resolution=resolution, width_mult=float(width_mult), num_classes=num_classes)
     rng = np.random.default_rng(settings.seed)
@@ -256,7 +264,23 @@ def profile_table(spaces: Sequence[SearchSpace], *, config: BackendConfig, out: 
                                                file_id=file_id, progress=progress)
         result.export_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    _time_chunks(backend, pending, blocks, paths, table, out, work, settings, rng, result, progress=progress)
+    if fleet is None:
+        _time_chunks(backend, pending, blocks, paths, table, out, work, settings, rng, result, progress=progress)
+    else:
+        rngs = [np.random.default_rng([settings.seed, d]) for d in range(len(backends))]
+        bar = timing_bar(len(pending) + (len(backends) - 1) * min(fleet.anchors, len(pending)), settings,
+                         progress=progress)
+
+        def measure(d: int, keys: list[str]) -> dict[str, dict[str, Any]]:
+            return measure_chunk(backends[d], keys, blocks, paths, work, settings, rngs[d], bar=bar,
+                                 remeasured=result.remeasured)
+
+        try:
+            fleet.measure(pending, chunk=settings.chunk, measure=measure,
+                          record=lambda entries: record_entries(table, entries, out, settings, result))
+        finally:
+            bar.close()
+        table.device["fleet"] = {**table.device["fleet"], **fleet_summary(table.entries, fleet.serials)}
     result.timing_seconds = time.perf_counter() - t0
     table.save(out)
     if workdir is None and work.exists():

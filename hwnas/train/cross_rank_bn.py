@@ -5,9 +5,10 @@ training mode normalizes with the statistics of its own B examples, so the run i
 process would make with batch N·B. ``torch.nn.SyncBatchNorm`` fixes that on GPUs only (it refuses
 CPU tensors, so it cannot serve gloo runs). ``CrossRankBatchNorm2d`` does it on any device and
 backend: each process computes its per-channel mean and sum of squared deviations (M2), one
-differentiable all-reduce gathers them, and Chan et al.'s pairwise combination (Chan, Golub &
-LeVeque, "Updating formulae and a pairwise algorithm for computing sample variances", 1979, Eq. 2.1)
-gives the global mean and biased variance, numerically as stable as a two-pass variance. The
+differentiable all-reduce of 2C + 1 float64 numbers sums them, and Chan et al.'s pairwise
+combination (Chan, Golub & LeVeque, "Updating formulae and a pairwise algorithm for computing sample
+variances", 1979) gives the global mean and biased variance. Its size does not grow with the number
+of processes (``SyncBatchNorm`` all-gathers N·C statistics). The
 running statistics then move with the global mean and the unbiased global variance, as
 ``BatchNorm2d`` does with the whole batch. The gradient flows back through the all-reduce, so the
 averaged weight gradients are those of the global batch.
@@ -53,24 +54,24 @@ def multi_process() -> bool:
 def global_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Per-channel mean and biased variance of ``x`` (N, C, H, W) over every process, and the count.
 
-    Each process contributes its count n_r, mean m_r and M2_r = Σ (x − m_r)²; with n = Σ n_r,
-    m = Σ n_r·m_r / n and M2 = Σ [M2_r + n_r·(m_r − m)²] (Chan et al. 1979), var = M2 / n.
-    Differentiable in ``x``; every process gets bit-identical results.
+    Each process computes its count n_r, mean m_r and M2_r = Σ (x − m_r)² (two passes, stable) and
+    contributes n_r·m_r and M2_r + n_r·m_r² in float64; one all-reduce of these 2C + 1 numbers
+    (whatever the number of processes) gives n = Σ n_r, m = Σ n_r·m_r / n and
+    var = Σ (M2_r + n_r·m_r²) / n − m² (Chan et al. 1979's pairwise update, summed in float64 so the
+    subtraction loses nothing a float32 variance would keep). Differentiable in ``x``; every
+    process gets bit-identical results.
     """
     c = x.shape[1]
     n_local = x.numel() // c
     mean_local = x.mean(dim=(0, 2, 3))  # C
     m2_local = (x - mean_local.view(1, c, 1, 1)).square().sum(dim=(0, 2, 3))  # C
-    world, rank = tdist.get_world_size(), tdist.get_rank()
-    count = torch.full((c,), float(n_local), dtype=x.dtype, device=x.device)
-    mine = torch.stack([mean_local, m2_local, count])[None]  # 1, 3, C
-    table = x.new_zeros(world, 3, c).index_copy(0, torch.tensor([rank], device=x.device), mine)
-    table = _SumAcrossRanks.apply(table)  # world, 3, C: every rank's (mean, M2, count)
-    counts = table[:, 2:3, 0]  # world, 1
-    n = counts.sum()
-    mean = (counts * table[:, 0]).sum(0) / n
-    m2 = (table[:, 1] + counts * (table[:, 0] - mean).square()).sum(0)
-    return mean, m2 / n, float(n.detach())
+    m, m2 = mean_local.double(), m2_local.double()
+    count = torch.full((1,), float(n_local), dtype=torch.float64, device=x.device)
+    sums = _SumAcrossRanks.apply(torch.cat([n_local * m, m2 + n_local * m.square(), count]))  # 2C + 1
+    n = sums[-1].detach()
+    mean = sums[:c] / n
+    var = (sums[c:2 * c] / n - mean.square()).clamp_min(0.0)
+    return mean.to(x.dtype), var.to(x.dtype), float(n)
 
 
 class CrossRankBatchNorm2d(nn.BatchNorm2d):
