@@ -86,6 +86,7 @@ def add_distributed_args(p: argparse.ArgumentParser) -> None:
                         "cpu or cuda")
     g.add_argument("--dist-backend", choices=DIST_BACKENDS, default="auto",
                    help="process-group backend under torchrun: auto (nccl on CUDA, gloo on the CPU), gloo or nccl")
+    p.set_defaults(data_parallel=True)
 
 
 def distributed_from_args(args: argparse.Namespace) -> Distributed:

@@ -118,13 +118,13 @@ def run(args: argparse.Namespace) -> Report:
     else:
         ms = time_archs_on_fleet(fleet, sp, archs, store=store, chunk=args.chunk, seed=args.seed,
                                  desc="measuring archs", progress=not args.no_progress)
-    spreads = [store.get(arch_id(sp, a)).get("spread_pct") for a in archs]
+    keys = [arch_id(sp, a) for a in archs]
+    spreads = [store.get(k).get("spread_pct") for k in keys]
     data = {"out": args.out, "space": sp.name, "n": len(archs), "measured_now": len(store) - before,
             "lines": len(store), "stratified_by": cost_name, "uncovered": uncovered, "measured": "steady",
             "estimator": steady.to_json(), "device": device, **asdict(settings),
             "min_ms": float(min(ms)), "max_ms": float(max(ms)), **spread_stats(spreads),
-            "fleet": None if fleet is None else fleet_summary({arch_id(sp, a): store.get(arch_id(sp, a)) for a in archs},
-                                                              fleet.serials)}
+            "fleet": None if fleet is None else fleet_summary({k: store.get(k) for k in keys}, fleet.serials)}
     spread = "" if data["median_spread_pct"] is None else f", median spread {data['median_spread_pct']:.1f}%"
     lines = [f"{args.out}: {len(archs)} {sp.name} archs at {settings.resolution}px measured end to end on "
              f"{device['name']} ({config.backend}, {config.threads} thread(s)): {data['measured_now']} now, "

@@ -125,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    several = "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1  # torchrun, N > 1
+    if several and not getattr(args, "data_parallel", False):
+        print("hwnas: error: this command runs on one process; start it without torchrun (torchrun serves "
+              "hwnas search, hwnas train and hwnas supernet rank).", file=sys.stderr)
+        return 2
     collected: dict[str, None] = {}  # formatted warning → None, in order of first appearance
 
     def keep(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - warnings' hook

@@ -74,7 +74,8 @@ def test_latency_measure_splits_the_archs_over_two_devices(tmp_path):
     assert header["device"]["serial"] == "A,B" and len(rows) == data["n"] == 3
     assert [r["fleet"] for r in rows if "fleet" in r] == [MS]
     assert all(r["latency_ms"] == MS[r["serial"]] for r in rows)
-    assert data["fleet"]["device_bias"] == {"A": 1.0, "B": 1.5} and sum(data["fleet"]["entries_per_device"].values()) == 3
+    assert data["fleet"]["device_bias"] == {"A": 1.0, "B": 1.5}
+    assert sum(data["fleet"]["entries_per_device"].values()) == 3
 
 
 def test_merge_anchor_and_fleet_checks():

@@ -86,3 +86,18 @@ def test_two_processes_equal_one_with_the_global_batch_and_resume_on_one(table, 
     for a, b in zip(h1, read_history(cut)):
         assert {k: v for k, v in a.items() if k != "train_loss"} == {k: v for k, v in b.items() if k != "train_loss"}
         assert b.get("train_loss", 0) == pytest.approx(a.get("train_loss", 0), abs=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (NCCL)")
+def test_one_gpu_process_under_torchrun_uses_nccl_and_equals_the_cpu_run(table, tmp_path):
+    gpu = torchrun(1, "search", *ARGS, "--table", str(table), "--batch-size", "32", "--train-device", "cuda",
+                   "--out", str(tmp_path / "gpu"), tmp=tmp_path)
+    assert gpu.returncode == 0, gpu.stderr
+    s = json.loads(gpu.stdout)
+    assert s["launch"] == {"processes": 1, "backend": "nccl", "train_device": "cuda:0", "torchrun": True}
+    cpu = run_cli("search", *ARGS, "--table", str(table), "--batch-size", "32", "--train-device", "cpu",
+                  "--out", str(tmp_path / "cpu"), "--json")
+    assert cpu.returncode == 0, cpu.stderr
+    for a, b in zip(read_history(tmp_path / "cpu"), read_history(tmp_path / "gpu")):
+        if a["phase"] == "supernet":  # another device, other kernels (TF32 convolutions): close only
+            assert b["train_loss"] == pytest.approx(a["train_loss"], abs=0.05)

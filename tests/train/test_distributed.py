@@ -20,7 +20,8 @@ from hwnas.search.dnas import AlternatingConfig, ArchParams, alternate
 from hwnas.search.strategies.darts import unrolled_gradient
 from hwnas.space import load_space
 from hwnas.supernet import SuperNet, SupernetTrainConfig, train_supernet, uniform_paths
-from hwnas.train import SINGLE_PROCESS, Distributed, RunDir, batches, classification_loss, init_distributed, load_dataset
+from hwnas.train import (SINGLE_PROCESS, Distributed, RunDir, batches, classification_loss, init_distributed,
+                         load_dataset)
 from hwnas.train.cross_rank_bn import CrossRankBatchNorm2d, batch_norm_across_ranks
 from hwnas.train.data import epoch_order
 from tests.conftest import TOY_SPACE
