@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check of issue 21 (one CUDA GPU, no network, under 6 minutes). Run from the repository root with
+# GPU check of issue 21 (one CUDA GPU, no network; steps capped at 110 + 90 + 75 + 60 s, about 2-3 min expected). Run from the repository root with
 # hwnas importable (PYTHONPATH=$PWD) and $OUT set to an empty folder; everything it keeps goes there
 # (7 files):
 #
@@ -40,7 +40,7 @@ step() {  # step NAME SECONDS STDOUT_FILE COMMAND...: runs with a time limit, re
 } >>"$LOG" 2>&1
 
 # 1. the cuda profiler backend on a real space at a real resolution (70 blocks)
-step profile 150 "$OUT/profile.json" "$PY" -m hwnas profile --space proxyless --backend cuda --resolution 224 \
+step profile 110 "$OUT/profile.json" "$PY" -m hwnas profile --space proxyless --backend cuda --resolution 224 \
   --num-classes 10 --batch 1 --repeats 20 --warmup 5 --remeasure 1 --out "$OUT/cuda_proxyless_224.json" --json
 
 # 2. a short search under torchrun on CUDA with NCCL (one process), measured selection on the GPU
@@ -48,16 +48,16 @@ SEARCH=(--space proxyless --table "$OUT/cuda_proxyless_224.json" --latency-rel p
         --data digits --data-limit 128 --batch-size 64 --bn-batches 2 --seed 0
         --train-device cuda --dist-backend nccl --json)
 TORCHRUN=("$PY" -m torch.distributed.run --standalone --nproc_per_node=1)
-step search_spos 120 "$OUT/search_spos.json" "${TORCHRUN[@]}" -m hwnas search "${SEARCH[@]}" \
+step search_spos 90 "$OUT/search_spos.json" "${TORCHRUN[@]}" -m hwnas search "${SEARCH[@]}" \
   --strategy spos-evolution --epochs 2 --population 6 --generations 2 --top-k 3 --verify 2 --out "$WORK/spos"
 cp "$WORK/spos/config.json" "$OUT/search_spos_config.json" 2>>"$LOG"
 
 # 3. a DNAS strategy on CUDA (alternate weight / architecture steps, binary gates)
-step search_proxyless 120 "$OUT/search_proxyless.json" "${TORCHRUN[@]}" -m hwnas search "${SEARCH[@]}" \
+step search_proxyless 75 "$OUT/search_proxyless.json" "${TORCHRUN[@]}" -m hwnas search "${SEARCH[@]}" \
   --strategy proxyless --epochs 2 --proxyless-warmup-epochs 1 --verify 0 --out "$WORK/proxyless"
 
 # 4. the inputs of the on-paper many-GPU estimate, measured on this GPU
-step paper 90 "$OUT/paper.json" "$PY" benchmarks/ddp_scaling.py --paper --train-device cuda --paper-batch 64 --json
+step paper 60 "$OUT/paper.json" "$PY" benchmarks/ddp_scaling.py --paper --train-device cuda --paper-batch 64 --json
 
 {
   echo "=== checks"
