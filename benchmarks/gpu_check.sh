@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU check of issue 21: one CUDA GPU, no network; the steps are capped at 110 + 90 + 75 + 60 s (about
-# 2-3 min expected). Run from the repository root with hwnas importable (PYTHONPATH=$PWD) and $OUT set to an empty folder; everything it keeps goes there
-# (7 files):
+# 2-3 min expected). Run from the repository root with hwnas importable (PYTHONPATH=$PWD) and $OUT set
+# to an empty folder; everything it keeps goes there (7 files):
 #
 #   gpu_check.log            this script's output, every step's exit status at the end
 #   profile.json             hwnas profile --backend cuda --json: proxyless at 224 px, batch 1
