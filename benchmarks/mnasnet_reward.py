@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                             run=run, state=state, train_weights=lambda sampler: None, score=score,
                             budgets=(budget,), settings=ArchSettings(**settings), predictor=predictor, table=table,
                             dataset=ds, train_config=train, supernet=supernet, supernet_state=dict,
-                            forget_scores=lambda: None)
+                            forget_scores=lambda: None,
+                            score_many=lambda pool: [score(idx) for idx in pool])
         result = strategy.search(ctx)
         best = [int(v) for v in result.best]
         lat, flops, params = (float(v[0]) for v in costs.all(np.asarray([best])))

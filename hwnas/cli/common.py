@@ -9,6 +9,8 @@ from hwnas.errors import InputError
 from hwnas.jsonio import read_json
 from hwnas.safeio import short
 from hwnas.space import SearchSpace, load_named_space, load_space, space_of_choices
+from hwnas.train import Distributed, init_distributed
+from hwnas.train.distributed import DIST_BACKENDS, TRAIN_DEVICES
 
 
 def add_arch_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -74,3 +76,19 @@ def arch_from_args(args: argparse.Namespace, *,
 def table_defaults(device: Mapping[str, Any]) -> dict[str, Any]:
     """The resolution, width multiplier and class count a latency table's ``device`` header records."""
     return {k: device[k] for k in SETTING_FIELDS if device.get(k) is not None}
+
+
+def add_distributed_args(p: argparse.ArgumentParser) -> None:
+    """``--train-device`` and ``--dist-backend`` (data-parallel runs under ``torchrun``)."""
+    g = p.add_argument_group("data parallel (torchrun --nproc_per_node=N -m hwnas ...; --batch-size is per process)")
+    g.add_argument("--train-device", choices=TRAIN_DEVICES, default="auto",
+                   help="where training runs: auto (a CUDA GPU when one is visible, under torchrun GPU LOCAL_RANK), "
+                        "cpu or cuda")
+    g.add_argument("--dist-backend", choices=DIST_BACKENDS, default="auto",
+                   help="process-group backend under torchrun: auto (nccl on CUDA, gloo on the CPU), gloo or nccl")
+    p.set_defaults(data_parallel=True)
+
+
+def distributed_from_args(args: argparse.Namespace) -> Distributed:
+    """This process's ``Distributed`` from the flags of ``add_distributed_args`` and torchrun's variables."""
+    return init_distributed(backend=args.dist_backend, device=args.train_device)

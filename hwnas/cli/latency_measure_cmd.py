@@ -16,7 +16,8 @@ from hwnas.latency.fit_sample import informative_archs
 from hwnas.latency.measured import parse_arch
 from hwnas.latency.validate import spread_stats
 from hwnas.profile import BackendConfig, make_backend, whole_model_settings
-from hwnas.profile.device_config import add_device_args, commands_from_args
+from hwnas.profile.device_config import add_device_args, add_fleet_args, device_commands_from_args
+from hwnas.profile.fleet import Fleet, fleet_summary, time_archs_on_fleet
 from hwnas.profile.measured_file import MeasuredFile
 from hwnas.profile.whole_model import DEFAULT_CHUNK, time_archs
 from hwnas.safeio import check_writable_output
@@ -49,6 +50,7 @@ def setup(p: argparse.ArgumentParser) -> None:
                    help=f"archs exported first and then timed side by side in the same rounds (default {DEFAULT_CHUNK})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     add_device_args(p)
+    add_fleet_args(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -82,12 +84,19 @@ def run(args: argparse.Namespace) -> Report:
     sp = load_space(args.space)
     model = LatencyModel.load(args.table) if args.table else None
     settings = _settings(args, sp, model)
-    commands = commands_from_args(args, announce=args.backend == "remote")
+    devices = device_commands_from_args(args, announce=args.backend == "remote")
     config = BackendConfig(backend=args.backend, threads=args.threads, batch=args.batch, dtype=args.dtype,
-                           channels_last=args.channels_last, device_name=args.device_name).with_commands(commands)
+                           channels_last=args.channels_last, device_name=args.device_name)
+    if args.fleet_anchors < 0:
+        raise InputError(f"--fleet-anchors must be >= 0, got {args.fleet_anchors}.")
+    fleet = Fleet.of(config, devices, anchors=args.fleet_anchors) if len(devices) > 1 else None
+    config = config.with_commands(devices[0] if devices else None)
     steady = whole_model_settings(repeats=30, warmup=args.warmup, rounds=args.rounds,
                                   runs_per_round=args.runs_per_round)
-    device = make_backend(config).header()
+    backends = [make_backend(c) for c in (fleet.configs if fleet is not None else (config,))]
+    device = {**backends[0].header(), **(fleet.header() if fleet is not None else {})}
+    if fleet is not None:
+        fleet.check_same_kind(backends)
     store = MeasuredFile(args.out, space=sp, device=device, steady=steady)
     uncovered: list[str] = []
     if args.archs_file:
@@ -103,13 +112,19 @@ def run(args: argparse.Namespace) -> Report:
         pick = informative_archs(sp, n=args.archs, seed=args.seed, settings=settings, cost=cost, cost_name=cost_name)
         archs, uncovered = pick.archs, pick.uncovered
     before = len(store)
-    ms = time_archs(sp, archs, config=config, store=store, chunk=args.chunk, seed=args.seed,
-                    desc="measuring archs", progress=not args.no_progress)
-    spreads = [store.get(arch_id(sp, a)).get("spread_pct") for a in archs]
+    if fleet is None:
+        ms = time_archs(sp, archs, config=config, store=store, chunk=args.chunk, seed=args.seed,
+                        desc="measuring archs", progress=not args.no_progress)
+    else:
+        ms = time_archs_on_fleet(fleet, sp, archs, store=store, chunk=args.chunk, seed=args.seed,
+                                 desc="measuring archs", progress=not args.no_progress)
+    keys = [arch_id(sp, a) for a in archs]
+    spreads = [store.get(k).get("spread_pct") for k in keys]
     data = {"out": args.out, "space": sp.name, "n": len(archs), "measured_now": len(store) - before,
             "lines": len(store), "stratified_by": cost_name, "uncovered": uncovered, "measured": "steady",
             "estimator": steady.to_json(), "device": device, **asdict(settings),
-            "min_ms": float(min(ms)), "max_ms": float(max(ms)), **spread_stats(spreads)}
+            "min_ms": float(min(ms)), "max_ms": float(max(ms)), **spread_stats(spreads),
+            "fleet": None if fleet is None else fleet_summary({k: store.get(k) for k in keys}, fleet.serials)}
     spread = "" if data["median_spread_pct"] is None else f", median spread {data['median_spread_pct']:.1f}%"
     lines = [f"{args.out}: {len(archs)} {sp.name} archs at {settings.resolution}px measured end to end on "
              f"{device['name']} ({config.backend}, {config.threads} thread(s)): {data['measured_now']} now, "

@@ -114,9 +114,22 @@ def _format_warning(w: warnings.WarningMessage) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parses arguments, runs the command, prints its report; returns the exit status."""
+    """Parses arguments, runs the command, prints its report; returns the exit status.
+
+    Under ``torchrun`` only rank 0 prints the report; every process prints its own errors and
+    leaves the process group at the end (``hwnas.train.distributed``).
+    """
+    if os.environ.get("RANK", "0") != "0":  # torchrun: progress bars of rank 0 only (tqdm reads it on import)
+        os.environ["TQDM_DISABLE"] = "1"
+    from hwnas.train.distributed import is_main_process, shutdown
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    several = "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1  # torchrun, N > 1
+    if several and not getattr(args, "data_parallel", False):
+        print("hwnas: error: this command runs on one process; start it without torchrun (torchrun serves "
+              "hwnas search, hwnas train and hwnas supernet rank).", file=sys.stderr)
+        return 2
     collected: dict[str, None] = {}  # formatted warning → None, in order of first appearance
 
     def keep(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - warnings' hook
@@ -127,13 +140,17 @@ def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         warnings.showwarning = keep
-        status, report = _run(args)
-    if status == 0:
+        try:
+            status, report = _run(args)
+        finally:
+            main_process = is_main_process()
+            shutdown()
+    if status == 0 and main_process:
         if getattr(args, "json", False):
             print(json.dumps(report.data))
         elif report.text:
             print(report.text)
-    for text in collected:
+    for text in collected if main_process else ():
         print(text, file=sys.stderr)
     return status
 

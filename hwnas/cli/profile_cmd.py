@@ -7,7 +7,8 @@ import argparse
 from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.errors import InputError
 from hwnas.profile import BackendConfig, ProfileSettings, profile_table
-from hwnas.profile.device_config import add_device_args, commands_from_args
+from hwnas.profile.device_config import add_device_args, add_fleet_args, device_commands_from_args
+from hwnas.profile.fleet import Fleet
 from hwnas.safeio import check_output_dir, check_writable_output
 from hwnas.space import load_space
 
@@ -46,6 +47,7 @@ def setup(p: argparse.ArgumentParser) -> None:
                         "(default 0: every sample is one run, as inside a network)")
     p.add_argument("--workdir", help="folder for exported blocks (default <out>.work, removed when complete)")
     add_device_args(p)
+    add_fleet_args(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -67,16 +69,20 @@ def run(args: argparse.Namespace) -> Report:
     if args.workdir:
         check_output_dir(args.workdir, flag="--workdir")
     spaces = [load_space(s) for s in args.space]
-    commands = commands_from_args(args, announce=args.backend == "remote")
+    devices = device_commands_from_args(args, announce=args.backend == "remote")
     config = BackendConfig(backend=args.backend, threads=args.threads, batch=args.batch, dtype=args.dtype,
-                           channels_last=args.channels_last, device_name=args.device_name).with_commands(commands)
+                           channels_last=args.channels_last, device_name=args.device_name)
+    if args.fleet_anchors < 0:
+        raise InputError(f"--fleet-anchors must be >= 0, got {args.fleet_anchors}.")
+    fleet = Fleet.of(config, devices, anchors=args.fleet_anchors) if len(devices) > 1 else None
+    config = config.with_commands(devices[0] if devices else None)
     settings = ProfileSettings(repeats=_repeats(args), warmup=args.warmup, max_cv=args.max_cv,
                                remeasure=args.remeasure, chunk=args.chunk, seed=args.seed,
                                min_sample_ms=args.min_sample_ms, runs_per_round=args.runs_per_round,
                                **({} if args.quantile is None else {"quantile": args.quantile}))
     res = profile_table(spaces, config=config, out=args.out, resolution=args.resolution,
                         width_mult=args.width_mult, num_classes=args.num_classes, settings=settings,
-                        resume=args.resume, workdir=args.workdir)
+                        resume=args.resume, workdir=args.workdir, fleet=fleet)
     data = res.summary()
     dev = data["device"]
     lines = [
@@ -101,6 +107,12 @@ def run(args: argparse.Namespace) -> Report:
     if data["load_avg"] is not None and data["cpus"] and data["load_avg"] > 0.5 * data["cpus"]:
         lines.append(f"warning: the machine's load average is {data['load_avg']} on {data['cpus']} cores: other "
                      "processes were running, so the spread is wider than the device's own")
+    f = dev.get("fleet") or {}
+    if f.get("entries_per_device"):
+        lines.append(f"fleet: {', '.join(f'{s} {n} entries' for s, n in f['entries_per_device'].items())}; "
+                     f"{f['anchors']} measured on every device, largest disagreement {f['max_disagreement_pct']}%"
+                     + (f"; beyond the estimator's spread: {', '.join(f['beyond_spread'][:3])}"
+                        if f["beyond_spread"] else ""))
     if data["unstable"]:
         lines.append(f"warning: {len(data['unstable'])} entries still have CV above {args.max_cv}: "
                      f"{', '.join(data['unstable'][:3])}{' ...' if len(data['unstable']) > 3 else ''}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from hwnas.cli.common import add_distributed_args, distributed_from_args
 from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.cli.supernet_args import add_supernet_training_args, supernet_training_options
 from hwnas.errors import InputError
@@ -41,7 +42,8 @@ def setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-limit", type=int, help="keep at most this many examples per split")
     p.add_argument("--epochs", type=int, default=5,
                    help="supernet (weight) training epochs, >= 1 (0 only with mnasnet --accuracy proxy)")
-    p.add_argument("--batch-size", type=int, default=64, help="training batch size")
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="training batch size of one process (global batch: N x it under torchrun)")
     p.add_argument("--lr", type=float, default=0.05, help="peak SGD learning rate of the weights")
     p.add_argument("--weight-decay", type=float, default=4e-5, help="weight decay of the weights")
     p.add_argument("--resolution", type=int, help="input resolution (default: the table's)")
@@ -67,12 +69,16 @@ def setup(p: argparse.ArgumentParser) -> None:
     for cls in strategies.values():
         cls.add_arguments(p)
     add_device_args(p)
+    add_distributed_args(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> Report:
-    check_output_dir(args.out)
+    dist = distributed_from_args(args)
+    dist.agree(lambda: check_output_dir(args.out))
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}.")
     strategies = load_strategies()
     if args.epochs < 0:
         raise InputError(f"--epochs must be >= 1, got {args.epochs}.")
@@ -93,7 +99,10 @@ def run(args: argparse.Namespace) -> Report:
     if remote_flags and not strategy.measures_on_device() and args.verify == 0:
         raise InputError(f"{remote_flags[0]} is used only when the search measures on the device "
                          f"(measured selection, --verify K > 0, or --strategy mnasnet --latency measured).")
-    commands = commands_from_args(args, announce=not strategy.measures_on_device())
+    if strategy.measures_on_device() and dist.world_size > 1:
+        raise InputError(f"--strategy {args.strategy} times models on the device during the search, which "
+                         f"{dist.world_size} processes cannot share; run it with one process (no torchrun).")
+    commands = commands_from_args(args, announce=not strategy.measures_on_device() and dist.is_main)
     if args.pareto and not hasattr(strategy, "evolution"):
         raise InputError(f"--pareto is supported by spos-evolution and random, not {args.strategy}.")
     settings = SearchSettings(
@@ -101,13 +110,13 @@ def run(args: argparse.Namespace) -> Report:
         epochs=args.epochs, flops_max=args.flops_max, params_max=args.params_max, resolution=args.resolution,
         width_mult=args.width_mult, seed=args.seed, data_limit=args.data_limit, pareto=args.pareto,
         bn_batches=args.bn_batches, weight_sharing=args.weight_sharing,
-        train=SupernetTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        train=SupernetTrainConfig(epochs=args.epochs, batch_size=args.batch_size * dist.world_size, lr=args.lr,
                                   weight_decay=args.weight_decay, **supernet_training_options(args)),
         strategy_settings=strategy.settings(), latency_rel=args.latency_rel, verify=args.verify,
         verify_steady=SteadySettings(rounds=args.verify_rounds, runs_per_round=args.verify_runs_per_round,
                                      warmup=args.verify_warmup),
     )
-    s = run_search(settings, strategy, out=args.out, resume=args.resume, commands=commands)
+    s = run_search(settings, strategy, out=args.out, resume=args.resume, commands=commands, dist=dist)
     lines = [
         f"strategy {s['strategy']} on {s['space']}: {s['evaluated']} candidates evaluated",
         f"budget: {budget_text(s)}",

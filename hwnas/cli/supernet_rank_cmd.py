@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from hwnas.cli.common import add_distributed_args, distributed_from_args
 from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.cli.supernet_args import add_supernet_training_args, supernet_training_options
 from hwnas.errors import InputError
@@ -37,7 +38,8 @@ def setup(p: argparse.ArgumentParser) -> None:
     add_supernet_training_args(src, default=None)
     p.add_argument("--archs", type=int, default=10, metavar="N", help="architectures to compare, >= 3 (default 10)")
     p.add_argument("--epochs", type=int, default=1, help="stand-alone training epochs per architecture (default 1)")
-    p.add_argument("--batch-size", type=int, default=64, help="batch size of all training (default 64)")
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="batch size of all training, per process (global: N x it under torchrun; default 64)")
     p.add_argument("--lr", type=float, default=0.05, help="peak SGD learning rate of all training (default 0.05)")
     p.add_argument("--pool", type=int, default=1000,
                    help="random architectures drawn to find the latency quantiles (default 1000)")
@@ -47,11 +49,12 @@ def setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--standalone-cache", metavar="DIR",
                    help="folder shared between checks for the stand-alone runs (one per architecture and recipe)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    add_distributed_args(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
 
-def _source(args: argparse.Namespace) -> SupernetSource:
+def _source(args: argparse.Namespace, *, batch_size: int) -> SupernetSource:
     if args.run is not None:
         given = [flag for flag, name in _TRAIN_FLAGS if getattr(args, name) is not None]
         if given:
@@ -71,17 +74,19 @@ def _source(args: argparse.Namespace) -> SupernetSource:
                           resolution=args.resolution, width_mult=args.width_mult,
                           weight_sharing=args.weight_sharing or "separate", seed=args.seed,
                           bn_batches=args.bn_batches or 4,
-                          train=SupernetTrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr,
+                          train=SupernetTrainConfig(epochs=epochs, batch_size=batch_size, lr=args.lr,
                                                     **supernet_training_options(args)))
 
 
 def run(args: argparse.Namespace) -> Report:
-    check_output_dir(args.out)
-    source = _source(args)
+    dist = distributed_from_args(args)
+    dist.agree(lambda: check_output_dir(args.out))
+    batch = args.batch_size * dist.world_size  # the global batch
+    source = _source(args, batch_size=batch)
     config = RankCheckConfig(archs=args.archs, epochs=args.epochs, seed=args.seed, pool=args.pool,
-                             batch_size=args.batch_size, lr=args.lr)
+                             batch_size=batch, lr=args.lr)
     r = run_rank_check(source, config, out=args.out, resume=args.resume, progress=not args.no_progress,
-                       standalone_cache=args.standalone_cache)
+                       standalone_cache=args.standalone_cache, dist=dist)
     fmt = lambda v: "undefined (one ranking is constant)" if v is None else f"{v:.3f}"  # noqa: E731
     lines = [f"supernet ranking on {r['space']} ({r['data']}), {r['n']} architectures stratified over predicted "
              f"latency, {r['epochs']} stand-alone epoch(s):",

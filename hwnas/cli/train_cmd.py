@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from hwnas.cli.common import add_arch_args, arch_from_args
+from hwnas.cli.common import add_arch_args, add_distributed_args, arch_from_args, distributed_from_args
 from hwnas.cli.main import Report, add_json_flag, command
 from hwnas.safeio import check_output_dir
 from hwnas.train import TrainConfig, train_arch
@@ -19,7 +19,8 @@ def setup(p: argparse.ArgumentParser) -> None:
                    "cifar10:DIR, imagefolder:DIR")
     p.add_argument("--epochs", type=int, default=_DEFAULTS.epochs, help=f"epochs (default {_DEFAULTS.epochs})")
     p.add_argument("--out", required=True, help="run folder: config.json, checkpoint.pt, history.jsonl, summary.json")
-    p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help=f"default {_DEFAULTS.batch_size}")
+    p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size,
+                   help=f"batch of one process (global batch: N x it under torchrun; default {_DEFAULTS.batch_size})")
     p.add_argument("--lr", type=float, default=_DEFAULTS.lr,
                    help=f"peak learning rate, cosine decay (default {_DEFAULTS.lr})")
     p.add_argument("--momentum", type=float, default=_DEFAULTS.momentum,
@@ -31,18 +32,20 @@ def setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-limit", type=int, help="keep at most this many examples per split (quick runs)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_distributed_args(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> Report:
-    check_output_dir(args.out)
+    dist = distributed_from_args(args)
+    dist.agree(lambda: check_output_dir(args.out))
     sp, arch = arch_from_args(args)
-    config = TrainConfig(data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+    config = TrainConfig(data=args.data, epochs=args.epochs, batch_size=args.batch_size * dist.world_size, lr=args.lr,
                          momentum=args.momentum, weight_decay=args.weight_decay,
                          label_smoothing=args.label_smoothing, seed=args.seed, data_limit=args.data_limit)
     result = train_arch(sp, arch, config=config, out_dir=args.out, resume=args.resume,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, dist=dist)
     data = {"accuracy": result.accuracy, "loss": result.loss, "val_count": result.count, "epochs": result.epochs,
             "checkpoint": str(result.checkpoint), "out": args.out, "arch": arch,
             "history": list(result.history)}

@@ -107,14 +107,22 @@ def load_device_config(path: str | Path) -> RemoteCommands:
 def add_device_args(p: argparse.ArgumentParser) -> None:
     """``--device-config`` and the template flags (``--push-cmd``, ``--run-cmd``, ``--info-cmd``, ``--parser``)."""
     r = p.add_argument_group("remote device (a phone or board over adb/ssh; commands only from here)")
-    r.add_argument("--device-config", metavar="FILE",
-                   help="JSON file with push_cmd, run_cmd, info_cmd, parser, serial (see README)")
+    r.add_argument("--device-config", metavar="FILE", action="append",
+                   help="JSON file with push_cmd, run_cmd, info_cmd, parser, serial (see README); hwnas profile and "
+                        "hwnas latency measure take it once per device to measure on several devices at once")
     r.add_argument("--push-cmd", default="", help="run once per model, e.g. 'adb push {model} /data/local/tmp/'")
     r.add_argument("--run-cmd", default="",
                    help="run once per sample, e.g. 'adb shell /data/local/tmp/onnxruntime_perf_test -r 50 "
                         "/data/local/tmp/{name}'")
     r.add_argument("--info-cmd", default="", help="command whose output names the device's processor")
     r.add_argument("--parser", default="", help="output parser: ort-perf-test, tflite-benchmark or ms")
+
+
+def add_fleet_args(p: argparse.ArgumentParser) -> None:
+    """``--fleet-anchors``: entries every device of a fleet measures (``hwnas.profile.fleet``)."""
+    p.add_argument("--fleet-anchors", type=int, default=4, metavar="K",
+                   help="with --device-config given once per device (a fleet): the first K entries are measured on "
+                        "every device to report how the devices disagree (default 4; 0: none)")
 
 
 def commands_from_args(args: argparse.Namespace, *, announce: bool = True) -> RemoteCommands | None:
@@ -125,7 +133,21 @@ def commands_from_args(args: argparse.Namespace, *, announce: bool = True) -> Re
         announce: Print the commands on stderr.
 
     Raises:
-        InputError: for a bad device-config file, both a file and flags, or flags without ``--run-cmd``.
+        InputError: for a bad device-config file, both a file and flags, flags without ``--run-cmd``,
+            or several ``--device-config`` (a fleet) where one device is measured.
+    """
+    devices = device_commands_from_args(args, announce=announce)
+    if len(devices) > 1:
+        raise InputError(f"--device-config was given {len(devices)} times, but this command measures on one device; "
+                         f"several devices at once (a fleet) serve hwnas profile and hwnas latency measure.")
+    return devices[0] if devices else None
+
+
+def device_commands_from_args(args: argparse.Namespace, *, announce: bool = True) -> list[RemoteCommands]:
+    """Every device's commands: one per ``--device-config`` (a fleet), or the flags' device; [] for none.
+
+    Raises:
+        InputError: as ``commands_from_args``, but several files are allowed.
     """
     flags = {"push_cmd": args.push_cmd, "run_cmd": args.run_cmd, "info_cmd": args.info_cmd,
              "parser": args.parser}
@@ -133,15 +155,16 @@ def commands_from_args(args: argparse.Namespace, *, announce: bool = True) -> Re
     if args.device_config:
         if given:
             raise InputError(f"--device-config cannot be combined with {given[0]}; put the field in the file.")
-        commands = load_device_config(args.device_config)
+        devices = [load_device_config(path) for path in args.device_config]
     elif given:
         if not flags["run_cmd"]:
             raise InputError(f"{given[0]} needs --run-cmd (the command that runs one model on the device).")
         if not flags["parser"]:
             raise InputError("--run-cmd needs --parser (how to read the tool's output, e.g. ort-perf-test).")
-        commands = parse_device_config(flags, where="command line")
+        devices = [parse_device_config(flags, where="command line")]
     else:
-        return None
+        return []
     if announce:
-        print(commands.describe(), file=sys.stderr)
-    return commands
+        for commands in devices:
+            print(commands.describe(), file=sys.stderr)
+    return devices

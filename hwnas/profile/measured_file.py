@@ -21,7 +21,8 @@ from hwnas.safeio import MAX_JSON_BYTES, read_bounded_bytes
 from hwnas.space import arch_id
 
 #: Fields of a timing entry copied into its line (besides ``latency_ms`` = ``steady_ms``).
-LINE_FIELDS = ("spread_pct", "median_ms", "p10_ms", "p90_ms", "count", "unstable")
+LINE_FIELDS = ("spread_pct", "median_ms", "p10_ms", "p90_ms", "count", "unstable",
+               "serial", "fleet", "disagreement_pct", "beyond_spread")  # the last four: a device fleet's
 
 
 class MeasuredFile:

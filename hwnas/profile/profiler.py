@@ -53,10 +53,12 @@ import numpy as np
 from tqdm import tqdm
 
 from hwnas.errors import InputError
-from hwnas.latency import ENTRY_FIELDS, LatencyTable, entry_cv, entry_from_samples, utc_now
+from hwnas.latency import ENTRY_FIELDS, LatencyTable, entry_cv, utc_now
 from hwnas.profile.backend import Backend, BackendConfig, Runner, gc_paused
 from hwnas.profile.export_cache import export_blocks
+from hwnas.profile.fleet import Fleet, fleet_summary
 from hwnas.profile.measure import make_backend
+from hwnas.profile.interleaved import measure_interleaved, runs_per_sample  # noqa: F401 - re-exported
 from hwnas.profile.steady import DEFAULT_QUANTILE, SteadySettings, estimator_name, group_rounds, steady_entry
 from hwnas.space import Block, SearchSpace, make_module, op_key
 
@@ -64,8 +66,6 @@ from hwnas.space import Block, SearchSpace, make_module, op_key
 RESUME_FIELDS = ("backend", "threads", "batch", "dtype", "channels_last", "parser", "serial",
                  "host", "processor", "versions", "resolution", "width_mult", "num_classes", "repeats", "warmup",
                  "min_sample_ms", "estimator")
-#: Most back-to-back runs one sample may average.
-MAX_RUNS_PER_SAMPLE = 1000
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,8 @@ def _common(spaces: Sequence[SearchSpace], what: str, value: Any, attr: str) -> 
 def profile_table(spaces: Sequence[SearchSpace], *, config: BackendConfig, out: str | Path,
                   resolution: int | None = None, width_mult: float = 1.0, num_classes: int | None = None,
                   settings: ProfileSettings = ProfileSettings(), resume: bool = False,
-                  workdir: str | Path | None = None, progress: bool = True) -> ProfileResult:
+                  workdir: str | Path | None = None, progress: bool = True,
+                  fleet: Fleet | None = None) -> ProfileResult:
     """Profiles every distinct block of ``spaces`` into the latency table ``out``.
 
     Args:
@@ -215,6 +216,8 @@ def profile_table(spaces: Sequence[SearchSpace], *, config: BackendConfig, out: 
         resume: Keep the entries of an existing ``out`` (same settings) and measure the rest.
         workdir: Folder for exported models (default ``<out>.work``, removed when complete).
         progress: Show tqdm bars on stderr.
+        fleet: Several devices of one kind measuring at once (``hwnas.profile.fleet``; ``config``'s
+            settings with each device's commands); None: ``config``'s one device.
 
     Returns:
         A ``ProfileResult``; the complete table is at ``out``.
@@ -236,11 +239,15 @@ def profile_table(spaces: Sequence[SearchSpace], *, config: BackendConfig, out: 
         raise InputError(f"--out {out} already exists; pass --resume to continue it or choose another file.")
     if out.exists() and out.is_dir():
         raise InputError(f"--out {out} is a folder; give a table file name.")
-    backend = make_backend(config)
+    backends = [make_backend(c) for c in (fleet.configs if fleet is not None else (config,))]
+    backend = backends[0]
     header = {**backend.header(), "resolution": resolution, "width_mult": float(width_mult),
               "num_classes": num_classes, "spaces": [sp.name for sp in spaces], "stat": "steady",
               "estimator": settings.estimator(), "repeats": settings.repeats, "warmup": settings.warmup,
               "min_sample_ms": float(settings.min_sample_ms) if backend.averages_runs else 0.0}
+    if fleet is not None:
+        fleet.check_same_kind(backends)
+        header.update(fleet.header())
     table = _start_table(out, header, resume=resume)
     blocks = space_blocks(spaces, resolution=resolution, width_mult=float(width_mult), num_classes=num_classes)
     rng = np.random.default_rng(settings.seed)
@@ -257,7 +264,23 @@ def profile_table(spaces: Sequence[SearchSpace], *, config: BackendConfig, out: 
                                                file_id=file_id, progress=progress)
         result.export_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    _time_chunks(backend, pending, blocks, paths, table, out, work, settings, rng, result, progress=progress)
+    if fleet is None:
+        _time_chunks(backend, pending, blocks, paths, table, out, work, settings, rng, result, progress=progress)
+    else:
+        rngs = [np.random.default_rng([settings.seed, d]) for d in range(len(backends))]
+        bar = timing_bar(len(pending) + (len(backends) - 1) * min(fleet.anchors, len(pending)), settings,
+                         progress=progress)
+
+        def measure(d: int, keys: list[str]) -> dict[str, dict[str, Any]]:
+            return measure_chunk(backends[d], keys, blocks, paths, work, settings, rngs[d], bar=bar,
+                                 remeasured=result.remeasured)
+
+        try:
+            fleet.measure(pending, chunk=settings.chunk, measure=measure,
+                          record=lambda entries: record_entries(table, entries, out, settings, result))
+        finally:
+            bar.close()
+        table.device["fleet"] = {**table.device["fleet"], **fleet_summary(table.entries, fleet.serials)}
     result.timing_seconds = time.perf_counter() - t0
     table.save(out)
     if workdir is None and work.exists():
@@ -286,107 +309,57 @@ def _prepare(backend: Backend, key: str, block: Block, paths: dict[str, Path], w
     return backend.prepare(make_module(block), shape, workdir=work, name=file_id(key))
 
 
-def _time_chunks(backend: Backend, pending: list[str], blocks: dict[str, Block], paths: dict[str, Path],
-                 table: LatencyTable, out: Path, work: Path, settings: ProfileSettings, rng: np.random.Generator,
-                 result: ProfileResult, *, progress: bool) -> None:
+def measure_chunk(backend: Backend, keys: list[str], blocks: dict[str, Block], paths: dict[str, Path], work: Path,
+                  settings: ProfileSettings, rng: np.random.Generator, *, bar: Any = None,
+                  remeasured: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Prepares the runners of ``keys`` and times them interleaved; their table entries."""
     s = settings
-    bar = tqdm(total=len(pending) * (s.warmup + s.repeats), desc="timing", unit="run", file=sys.stderr,
-               disable=not progress)
+    runners: dict[str, Runner] = {}
     try:
-        n_chunks = -(-len(pending) // s.chunk)  # equal-sized chunks: 70 blocks, chunk 64 -> 35 + 35
-        for i in range(n_chunks):
-            keys = pending[i * len(pending) // n_chunks:(i + 1) * len(pending) // n_chunks]
-            runners: dict[str, Runner] = {}
-            try:
-                for k in keys:
-                    runners[k] = _prepare(backend, k, blocks[k], paths, work)
-                with backend.timing_context(), gc_paused():
-                    samples = measure_interleaved(runners, keys, settings=s, rng=rng, bar=bar,
-                                                  remeasured=result.remeasured, average=backend.averages_runs)
-            finally:
-                for r in runners.values():
-                    r.close()
-            steady = s.steady()
-            for k in keys:
-                full = steady_entry(group_rounds(samples[k], runs_per_round=steady.runs_per_round), quantile=s.quantile)
-                e = {f: full[f] for f in ENTRY_FIELDS + ("steady_ms", "spread_pct")}  # settings: in the header
-                table.entries[k] = e
-                if entry_cv(e) > s.max_cv:
-                    result.unstable.append(k)
-            result.measured.extend(keys)
-            table.entries = dict(sorted(table.entries.items()))
-            table.created = utc_now()
-            table.save(out)  # flushed atomically after every chunk: a kill loses at most one chunk
+        for k in keys:
+            runners[k] = _prepare(backend, k, blocks[k], paths, work)
+        with backend.timing_context(), gc_paused():
+            samples = measure_interleaved(runners, keys, settings=s, rng=rng, bar=bar, remeasured=remeasured,
+                                          average=backend.averages_runs)
     finally:
-        bar.close()
-
-
-def _rounds(runners: dict[str, Runner], keys: list[str], rounds: int, rng: np.random.Generator,
-            bar: Any, runs: dict[str, int] | None = None) -> dict[str, list[float]]:
-    """``rounds`` rounds; each takes one sample of every key in a fresh random order.
-
-    A sample is the mean of ``runs[key]`` back-to-back ``run_once`` times (1 when ``runs`` is None), ms.
-    """
-    samples: dict[str, list[float]] = {k: [] for k in keys}
-    order = list(keys)
-    for _ in range(rounds):
-        rng.shuffle(order)
-        for k in order:
-            n = runs[k] if runs else 1
-            r = runners[k]
-            samples[k].append(sum(r.run_once() for _ in range(n)) / n)
-        if bar is not None:
-            bar.update(len(order))
-    return samples
-
-
-def runs_per_sample(single_ms: dict[str, float], min_sample_ms: float) -> dict[str, int]:
-    """Back-to-back runs per sample so that a sample lasts at least ``min_sample_ms``.
-
-    Example: a 0.3 ms block with ``min_sample_ms = 1`` gets ``ceil(1 / 0.3) = 4`` runs.
-    """
+        for r in runners.values():
+            r.close()
+    steady = s.steady()
     out = {}
-    for k, ms in single_ms.items():
-        n = 1 if min_sample_ms <= 0 else int(np.ceil(min_sample_ms / max(ms, 1e-6)))
-        out[k] = int(min(MAX_RUNS_PER_SAMPLE, max(1, n)))
+    for k in keys:
+        full = steady_entry(group_rounds(samples[k], runs_per_round=steady.runs_per_round), quantile=s.quantile)
+        out[k] = {f: full[f] for f in ENTRY_FIELDS + ("steady_ms", "spread_pct")}  # settings: in the header
     return out
 
 
-def measure_interleaved(runners: dict[str, Runner], keys: list[str], *, settings: ProfileSettings,
-                        rng: np.random.Generator, bar: Any = None, remeasured: list[str] | None = None,
-                        average: bool = True) -> dict[str, list[float]]:
-    """Warm-up, interleaved timed rounds and CV-driven re-measurement of a set of runners.
+def record_entries(table: LatencyTable, entries: dict[str, dict[str, Any]], out: Path, settings: ProfileSettings,
+                   result: ProfileResult) -> None:
+    """Adds finished entries to the table and writes it atomically (a kill loses at most one chunk)."""
+    for k, e in entries.items():
+        table.entries[k] = e
+        if entry_cv(e) > settings.max_cv:
+            result.unstable.append(k)
+    result.measured.extend(entries)
+    table.entries = dict(sorted(table.entries.items()))
+    table.created = utc_now()
+    table.save(out)
 
-    Args:
-        runners: Prepared runners by key.
-        keys: The keys to measure (all in ``runners``).
-        settings: ``warmup``, ``repeats``, ``max_cv``, ``remeasure``, ``min_sample_ms``.
-        rng: Shuffles each round's order.
-        bar: Optional tqdm bar (updated per round).
-        remeasured: Collects the keys that were measured again.
-        average: Average back-to-back runs per sample (``min_sample_ms``); False: single runs.
 
-    Returns:
-        The kept samples of each key, ms.
-    """
-    s = settings
-    warm = _rounds(runners, keys, max(s.warmup, 1 if average and s.min_sample_ms > 0 else 0), rng, bar)
-    runs = None
-    if average and s.min_sample_ms > 0:
-        runs = runs_per_sample({k: float(np.median(v)) for k, v in warm.items()}, s.min_sample_ms)
-    samples = _rounds(runners, keys, s.repeats, rng, bar, runs)
-    cv = {k: entry_cv(entry_from_samples(v)) for k, v in samples.items()}
-    for _ in range(s.remeasure):
-        wide = [k for k in keys if cv[k] > s.max_cv]
-        if not wide:
-            break
-        if bar is not None:
-            bar.total += len(wide) * s.repeats
-        again = _rounds(runners, wide, s.repeats, rng, bar, runs)
-        for k in wide:
-            c = entry_cv(entry_from_samples(again[k]))
-            if c < cv[k]:
-                samples[k], cv[k] = again[k], c
-            if remeasured is not None and k not in remeasured:
-                remeasured.append(k)
-    return samples
+def timing_bar(n_keys: int, settings: ProfileSettings, *, progress: bool) -> Any:
+    return tqdm(total=n_keys * (settings.warmup + settings.repeats), desc="timing", unit="run", file=sys.stderr,
+                disable=not progress)
+
+
+def _time_chunks(backend: Backend, pending: list[str], blocks: dict[str, Block], paths: dict[str, Path],
+                 table: LatencyTable, out: Path, work: Path, settings: ProfileSettings, rng: np.random.Generator,
+                 result: ProfileResult, *, progress: bool) -> None:
+    bar = timing_bar(len(pending), settings, progress=progress)
+    try:
+        n_chunks = -(-len(pending) // settings.chunk)  # equal-sized chunks: 70 blocks, chunk 64 -> 35 + 35
+        for i in range(n_chunks):
+            keys = pending[i * len(pending) // n_chunks:(i + 1) * len(pending) // n_chunks]
+            entries = measure_chunk(backend, keys, blocks, paths, work, settings, rng, bar=bar,
+                                    remeasured=result.remeasured)
+            record_entries(table, entries, out, settings, result)
+    finally:
+        bar.close()

@@ -8,6 +8,7 @@ resumes there.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,7 +130,7 @@ def measure_archs(space, archs: Sequence[dict[str, Any]], *, table: LatencyTable
 
 
 def time_archs(space, archs: Sequence[dict[str, Any]], *, config: Any, store: Any, chunk: int = 10, seed: int = 0,
-               desc: str = "measuring", progress: bool = True) -> list[float]:
+               desc: str = "measuring", progress: bool = True, preparing: Any = None) -> list[float]:
     """Builds, exports and times architectures end to end on one backend; the steady figure (ms) of each.
 
     ``chunk`` models are prepared (exported) before any is timed; they are then timed side by side
@@ -142,6 +143,8 @@ def time_archs(space, archs: Sequence[dict[str, Any]], *, config: Any, store: An
         config: The ``BackendConfig`` to time with.
         store: Keeps results by ``arch_id`` (``get``, ``put`` and the estimator settings ``steady``):
             a ``MeasurementStore`` or a ``hwnas.profile.measured_file.MeasuredFile``.
+        preparing: A lock held while models are built and exported (several devices timing at once,
+            ``hwnas.profile.fleet``: ``torch.export`` and the global seed are not thread-safe).
     """
     import tempfile
 
@@ -166,12 +169,13 @@ def time_archs(space, archs: Sequence[dict[str, Any]], *, config: Any, store: An
             runners = {}
             with tempfile.TemporaryDirectory() as tmp:
                 try:
-                    for i in part:  # prepare (export) everything before timing anything
-                        torch.manual_seed(0)
-                        model = build_model(space.resolve(archs[i]))
-                        r = archs[i]["resolution"]
-                        runners[keys[i]] = backend.prepare(model, (config.batch, 3, r, r), workdir=Path(tmp),
-                                                           name=f"arch{i}")
+                    with preparing or contextlib.nullcontext():
+                        for i in part:  # prepare (export) everything before timing anything
+                            torch.manual_seed(0)
+                            model = build_model(space.resolve(archs[i]))
+                            r = archs[i]["resolution"]
+                            runners[keys[i]] = backend.prepare(model, (config.batch, 3, r, r), workdir=Path(tmp),
+                                                               name=f"arch{i}")
                     result = measure_side_by_side(runners, backend=backend, settings=store.steady, seed=seed + n)
                 finally:
                     for runner in runners.values():

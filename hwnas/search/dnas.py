@@ -7,11 +7,18 @@ step on an ``arch`` batch (Adam), each defined by the strategy as a callback tha
 back-propagates its loss. It records α's probabilities per epoch in the history, checkpoints
 atomically and resumes: data order, sampling generators and dropout masks are functions of
 (seed, step), so a resumed search repeats an uninterrupted one.
+
+Data-parallel (``torchrun``; ``run.dist``): every process takes its share of each global batch of
+both splits, draws the same paths and samples from the step's generator, and averages the
+gradients of the weights after the weight step and those of α after the architecture step
+(``hwnas.train.distributed``), so α and the weights stay identical on every process; the history's
+metrics are averaged over processes (those of the global batch).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
@@ -211,10 +218,16 @@ def alternate(*, supernet: SuperNet, arch: ArchParams, ds: Dataset, config: Alte
         on_epoch: Extra history fields at each epoch end (e.g. the derived arch's predicted latency).
         after_arch_step: Called with the step index right after each architecture optimizer step
             (e.g. ProxylessNAS's rescaling of the updated α, Cai et al. 2019, Sec. 3.2.1).
+
+    The run's processes (``run.dist``) share the batches; ``config.batch_size`` is the global batch.
     """
     if (arch_step is None) == (unrolled_arch_step is None):
         raise ValueError("alternate needs exactly one of arch_step and unrolled_arch_step")
     res = supernet.resolution
+    dist = run.dist
+    if config.batch_size % dist.world_size:
+        raise ValueError(f"batch size {config.batch_size} is not a multiple of the {dist.world_size} processes")
+    device = next(supernet.parameters()).device
     per_epoch = num_batches(ds.train, batch_size=config.batch_size, drop_last=True)
     arch_batches = max(1, num_batches(ds.arch, batch_size=config.batch_size, drop_last=True))
     total = per_epoch * config.epochs
@@ -240,40 +253,46 @@ def alternate(*, supernet: SuperNet, arch: ArchParams, ds: Dataset, config: Alte
 
     supernet.train()
     bar = tqdm(total=total, initial=step, desc=phase, unit="step", leave=False, dynamic_ncols=True)
+    bn = contextlib.ExitStack()
+    bn.enter_context(dist.batch_norm(supernet))
     while step < total:
         epoch, start = divmod(step, per_epoch)
         arch_iter = None
         for x, y in batches(ds.train, ds, batch_size=config.batch_size, resolution=res, seed=seed, epoch=epoch,
-                            start=start, drop_last=True):
+                            start=start, drop_last=True, part=dist.part):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             rng = step_rng(seed, step, stream=1)
-            torch.manual_seed(seed * 1_000_003 + step)
+            torch.manual_seed(dist.seed(seed * 1_000_003 + step))
             lr = cosine_lr(config.w_lr, step, total)
             set_lr(w_opt, lr)
             w_opt.zero_grad(set_to_none=True)
             a_opt.zero_grad(set_to_none=True)
             metrics = {f"w_{k}": v for k, v in weight_step(x, y, rng, step).items()}
+            dist.average_gradients(supernet.parameters())
             w_opt.step()
             if epoch >= config.warmup_epochs:
                 if arch_iter is None:  # arch batches of this epoch, aligned with the step index
                     a_start = (step % per_epoch) % arch_batches
                     arch_iter = batches(ds.arch, ds, batch_size=config.batch_size, resolution=res, seed=seed + 1,
-                                        epoch=epoch, start=a_start, drop_last=True)
+                                        epoch=epoch, start=a_start, drop_last=True, part=dist.part)
                 try:
                     xa, ya = next(arch_iter)
                 except StopIteration:
                     arch_iter = batches(ds.arch, ds, batch_size=config.batch_size, resolution=res, seed=seed + 1,
-                                        epoch=epoch + 10_000 * (step + 1), drop_last=True)
+                                        epoch=epoch + 10_000 * (step + 1), drop_last=True, part=dist.part)
                     xa, ya = next(arch_iter)
+                xa, ya = xa.to(device, non_blocking=True), ya.to(device, non_blocking=True)
                 w_opt.zero_grad(set_to_none=True)
                 a_opt.zero_grad(set_to_none=True)
                 out = (arch_step(xa, ya, rng, step) if arch_step is not None
                        else unrolled_arch_step(xa, ya, TrainBatch(x=x, y=y, lr=lr), rng, step))
                 metrics.update({f"a_{k}": v for k, v in out.items()})
+                dist.average_gradients(arch.parameters())
                 a_opt.step()
                 if after_arch_step is not None:
                     after_arch_step(step)
                 w_opt.zero_grad(set_to_none=True)
-            for k, v in metrics.items():
+            for k, v in zip(metrics, dist.mean_floats(list(metrics.values()))):  # over the global batch
                 sums[k] = sums.get(k, 0.0) + float(v)
             sums["_n"] = sums.get("_n", 0.0) + 1
             step += 1
@@ -293,4 +312,5 @@ def alternate(*, supernet: SuperNet, arch: ArchParams, ds: Dataset, config: Alte
                 checkpoint()
             if step >= total:
                 break
+    bn.close()
     bar.close()

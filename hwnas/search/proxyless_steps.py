@@ -20,7 +20,7 @@ from hwnas.search.objective import (TUNAS_BETA, Constraints, mnasnet_reward, pro
                                     proxyless_mul_factor, proxyless_mul_loss, tunas_reward)
 from hwnas.supernet import (SuperNet, TwoPaths, binary_connect_grad, gated_forward, log_prob, one_hot_gates,
                             pair_probs, rescale_pair, sample_path, sample_two_paths)
-from hwnas.train import classification_loss
+from hwnas.train import SINGLE_PROCESS, Distributed, classification_loss
 
 MODES = ("gradient", "reinforce")
 LOSSES = ("target", "tfnas", "mul", "add")
@@ -261,8 +261,9 @@ class ProxylessSteps:
     (the pair sampled by the last two-path step, the REINFORCE baseline, the dual-ascent λ)."""
 
     def __init__(self, *, cfg: ProxylessConfig, supernet: SuperNet, arch: ArchParams, objective: ArchObjective,
-                 state: dict[str, Any] | None) -> None:
+                 state: dict[str, Any] | None, dist: Distributed = SINGLE_PROCESS) -> None:
         self.cfg, self.supernet, self.arch, self.objective = cfg, supernet, arch, objective
+        self.dist = dist  # the REINFORCE accuracies are those of the global arch batch
         self.num_options = [int(a.numel()) for a in arch.alphas]
         self.baseline: float | None = None if not state else state.get("baseline")
         self._pending: tuple[TwoPaths, list[torch.Tensor]] | None = None
@@ -334,6 +335,7 @@ class ProxylessSteps:
         paths = np.stack([sample_path(alphas, rng) for _ in range(self.cfg.rl_samples)])
         with torch.no_grad():
             acc = np.array([float((self.supernet(x, p).argmax(1) == y).float().mean()) for p in paths])
+        acc = np.asarray(self.dist.mean_floats(acc.tolist()))  # equal shares: the global batch's accuracy
         rewards = self.objective.reward(acc, paths)
         mean = float(rewards.mean())
         self.baseline = reference_baseline(self.baseline, mean, weight=self.cfg.rl_baseline_weight)

@@ -11,6 +11,11 @@ table's backend side by side with the reference and picks the most accurate one 
 *measured*; when the table cannot be measured here (or ``--verify 0``) the result is predicted only
 and the summary says so. The strategy's result is checkpointed before verification, and the
 verification rows after each chunk, so ``--resume`` redoes neither.
+
+Under ``torchrun`` (``dist``, ``hwnas.train.distributed``) every process builds the same supernet on
+its device, trains it on its share of each global batch, scores its share of each pool of
+candidates; rank 0 alone writes the run and times the verified candidates (timing one device from
+several processes at once would measure their contention), and hands the selection to the others.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from hwnas.search.strategies import SearchContext, Strategy, load_strategies
 from hwnas.search.strategies.base import Costs, SearchResult
 from hwnas.space import ArchSettings, CostCounter, SearchSpace, load_space, minimize
 from hwnas.supernet import SuperNet, SupernetEvaluator, SupernetTrainConfig, train_supernet
-from hwnas.train import RunDir, load_dataset
+from hwnas.train import SINGLE_PROCESS, Distributed, RunDir, load_dataset
 
 
 @dataclass(frozen=True)
@@ -179,7 +184,7 @@ def measurable(table: LatencyTable, *, verify: int, commands: Any) -> str | None
 
 
 def run_search(settings: SearchSettings, strategy: Strategy, *, out: str, resume: bool,
-               commands: Any = None) -> dict[str, Any]:
+               commands: Any = None, dist: Distributed = SINGLE_PROCESS) -> dict[str, Any]:
     """Runs a search and returns its summary (also written to ``out/summary.json``).
 
     Args:
@@ -189,6 +194,7 @@ def run_search(settings: SearchSettings, strategy: Strategy, *, out: str, resume
         resume: Continue the run in ``out`` from its checkpoint.
         commands: The user's remote-device commands (``RemoteCommands``) for measured selection on a
             ``remote`` table; never recorded.
+        dist: The processes of a data-parallel run (``settings.train.batch_size`` is the global batch).
 
     Raises:
         NoCandidateFits: (a ``RuntimeError``, exit 1) when no verified candidate meets the budget
@@ -207,7 +213,7 @@ def run_search(settings: SearchSettings, strategy: Strategy, *, out: str, resume
     num_classes = ds.num_classes
     arch_settings = ArchSettings(resolution=resolution, width_mult=width_mult, num_classes=num_classes)
     predictor = BatchPredictor.build(model, space, resolution=resolution, width_mult=width_mult, num_classes=num_classes)
-    if predictor.estimated:
+    if predictor.estimated and dist.is_main:
         print(f"hwnas: {len(predictor.estimated)} block(s) of the space are not in the table and are estimated "
               f"by the per-block regressor.", file=sys.stderr)
     budget, ref_arch = resolve_budget(settings, space, model, arch_settings=arch_settings, predictor=predictor)
@@ -217,14 +223,15 @@ def run_search(settings: SearchSettings, strategy: Strategy, *, out: str, resume
     lows = check_feasible(predictor, constraints, budgets,
                           latency_flag="--latency-rel budget" if budget.relative else "--latency-ms")
     off = measurable(table, verify=settings.verify, commands=commands)
-    if off is not None and settings.verify:
+    if off is not None and settings.verify and dist.is_main:
         print(f"hwnas: measured selection is off ({off}); the result will be predicted only.", file=sys.stderr)
     config = {**asdict(settings), "pareto": list(settings.pareto), "resolved": {
         "resolution": resolution, "width_mult": width_mult, "num_classes": num_classes,
         "latency_budget_ms": budget.latency_ms, "reference": budget.reference, "budget_factor": budget.factor,
         "reference_predicted_ms": budget.reference_predicted_ms,
-        "min_latency_ms": lows["latency"], "estimated_blocks": len(predictor.estimated)}}
-    run = RunDir(out, config=config, resume=resume)
+        "min_latency_ms": lows["latency"], "estimated_blocks": len(predictor.estimated)},
+        "launch": dist.record()}
+    run = RunDir(out, config=config, resume=resume, dist=dist)
     state = run.load_checkpoint() if resume else None
     if state is not None and "summary" in state:
         return state["summary"]
@@ -232,7 +239,7 @@ def run_search(settings: SearchSettings, strategy: Strategy, *, out: str, resume
     torch.manual_seed(settings.seed)
     supernet = SuperNet(space, resolution=resolution, width_mult=width_mult, num_classes=num_classes,
                         sharing=settings.weight_sharing)
-    supernet.to(memory_format=torch.channels_last)
+    supernet.to(dist.device, memory_format=torch.channels_last)
     if state is not None and "supernet" in state:
         supernet.load_state_dict(state["supernet"])
     costs = Costs(latency=predictor.latency, flops=predictor.flops, params=predictor.params)
@@ -251,12 +258,12 @@ def run_search(settings: SearchSettings, strategy: Strategy, *, out: str, resume
         result = SearchResult(best=np.asarray(done["best"], dtype=np.int64), score=float(done["score"]),
                               candidates=done["candidates"], extra=done["extra"])
     else:
-        evaluator = SupernetEvaluator(supernet, ds, bn_batches=settings.bn_batches, seed=settings.seed)
+        evaluator = SupernetEvaluator(supernet, ds, bn_batches=settings.bn_batches, seed=settings.seed, dist=dist)
         ctx = SearchContext(space=space, constraints=constraints, costs=costs, seed=settings.seed, run=run,
                             state=state, train_weights=train_weights, score=evaluator.score, budgets=tuple(budgets),
                             settings=arch_settings, predictor=predictor, table=table, dataset=ds,
                             train_config=settings.train, supernet=supernet, supernet_state=supernet_state,
-                            forget_scores=evaluator.cache.clear)
+                            forget_scores=evaluator.cache.clear, score_many=evaluator.score_many)
         result = strategy.search(ctx)
     search_state = {**supernet_state(), "phase": "verify", "search_result": _plain({
         "best": [int(i) for i in result.best], "score": result.score, "candidates": result.candidates,
@@ -285,10 +292,10 @@ def run_search(settings: SearchSettings, strategy: Strategy, *, out: str, resume
     selection = None
     margin = tie_margin(best["accuracy"], n=len(ds.arch))  # accuracy scored on the arch split
     if off is None:
-        selection = _verify(result, best=best, budget=budget, ref_arch=ref_arch, decode=decode,
-                            constraints=constraints, space=space, table=table, commands=commands,
-                            config=selection_config, run=run, state=state, search_state=search_state,
-                            seed=settings.seed, accuracy_margin=margin)
+        selection = dist.agree(lambda: _verify(
+            result, best=best, budget=budget, ref_arch=ref_arch, decode=decode, constraints=constraints, space=space,
+            table=table, commands=commands, config=selection_config, run=run, state=state, search_state=search_state,
+            seed=settings.seed, accuracy_margin=margin))
     win = selection.winner if selection is not None else None
     if win is None or win["indices"] == best["indices"]:
         main = best_row
@@ -307,7 +314,7 @@ def run_search(settings: SearchSettings, strategy: Strategy, *, out: str, resume
         "flops_max": settings.flops_max, "params_max": settings.params_max,
         "evaluated": len(result.candidates), "min_predicted_latency_ms": lows["latency"],
         "selection_accuracy_margin": margin if selection is not None else None,
-        "estimated_blocks": len(predictor.estimated), "table": settings.table,
+        "estimated_blocks": len(predictor.estimated), "table": settings.table, "launch": dist.record(),
         "pareto": winners if settings.pareto else [],
         "extra": {k: v for k, v in result.extra.items() if k not in ("winners",)},
         "seconds": round(time.time() - t0, 1),

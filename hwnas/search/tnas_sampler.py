@@ -260,27 +260,29 @@ class LearnedSampler:
 
     # ---- learning (Eq. 1) --------------------------------------------------------------------
 
-    def end_epoch(self, epoch: int, *, total: int, score: Callable[[np.ndarray], float],
+    def end_epoch(self, epoch: int, *, total: int, score_many: Callable[[Sequence[np.ndarray]], list[float]],
                   forget: Callable[[], None]) -> dict[str, Any]:
         """After epoch ``epoch`` (1-based) of ``total``: maybe retrain the VAE, then set ε for the next
-        epoch. Returns the epoch's history fields (ε, the share of paths from p_θ, counts, VAE loss)."""
+        epoch. Returns the epoch's history fields (ε, the share of paths from p_θ, counts, VAE loss).
+        ``score_many`` scores a pool of paths (shared out among the processes of a data-parallel run)."""
         c = self.counts
         out: dict[str, Any] = {"tnas_eps": self.eps, "tnas_share_vae": c.paths_vae / max(1, c.paths),
                                "tnas_paths": c.paths}
         if self.schedule.updates_after(epoch, total=total):
             forget()  # the weights changed since the last scores
-            out.update(self.update(epoch, score=score))
+            out.update(self.update(epoch, score_many=score_many))
         self.eps = self.schedule.eps(epoch)
         c.paths = c.paths_vae = 0
         return {**out, "tnas_next_eps": self.eps, "tnas_decodes": c.decodes, "tnas_infeasible": c.infeasible,
                 "tnas_repaired": c.repaired, "tnas_dropped": c.dropped}
 
-    def update(self, epoch: int, *, score: Callable[[np.ndarray], float]) -> dict[str, Any]:
+    def update(self, epoch: int, *, score_many: Callable[[Sequence[np.ndarray]], list[float]]) -> dict[str, Any]:
         """Scores the top-k and a new pool from Γ, keeps the top-k, retrains the VAE on it."""
         old = [np.asarray(i, dtype=np.int64) for i, _ in self.data]
         rng = np.random.default_rng([self.seed, POOL_STREAM, epoch])
         new = self.draw_distinct(rng, self.schedule.pool, eps=self.eps, exclude={_key(i) for i in old})
-        scored = [(idx, float(score(idx))) for idx in old + new]
+        pool = old + new
+        scored = [(idx, float(acc)) for idx, acc in zip(pool, score_many(pool))]
         self.evaluations += len(scored)
         scored.sort(key=lambda t: (-t[1], _key(t[0])))
         self.data = [[[int(v) for v in idx], acc] for idx, acc in scored[: self.schedule.topk]]

@@ -17,6 +17,12 @@ overheads are removed without changing what is computed:
   of the supernet still gets the cumulative momentum (None) during recalibration, as before: a sliced
   block runs on a template that ``SuperNet`` caches per block and that takes its momentum from the
   BN layers of the slot it was first made for, which may be another slot with an identical block.
+
+A pool of candidates (``score_many``) is shared out among the processes of a data-parallel run
+(``hwnas.train.distributed``): each scores its round-robin share of the distinct unscored networks,
+and the scores are gathered into every process's cache. A score depends only on the (identical)
+weights and the data, never on which process computes it or on what it scored before (BN
+statistics are reset first), so the result equals one process's.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import torch
 from torch import nn
 
 from hwnas.supernet.supernet import Step, SuperNet
-from hwnas.train import Dataset, Split, batches, recalibrate_bn
+from hwnas.train import SINGLE_PROCESS, Dataset, Distributed, Split, batches, recalibrate_bn
 
 #: ``epoch`` index reserved for the BN-recalibration batch order (never a training epoch).
 _BN_EPOCH = 1_000_003
@@ -65,11 +71,13 @@ class SupernetEvaluator:
         seed: Seed of the recalibration batch order.
         split: Split to score on (default ``ds.arch``).
         cache_bytes: Largest size of the prepared input batches kept between calls (0: none kept).
+        dist: The processes that share ``score_many``'s pools.
     """
 
     def __init__(self, supernet: SuperNet, ds: Dataset, *, bn_batches: int = 4, batch_size: int = 128,
-                 seed: int = 0, split: Split | None = None, cache_bytes: int = 256 * 2**20) -> None:
-        self.supernet, self.ds = supernet, ds
+                 seed: int = 0, split: Split | None = None, cache_bytes: int = 256 * 2**20,
+                 dist: Distributed = SINGLE_PROCESS) -> None:
+        self.supernet, self.ds, self.dist = supernet, ds, dist
         self.bn_batches, self.batch_size, self.seed = bn_batches, batch_size, seed
         self.split = split if split is not None else ds.arch
         self.cache_bytes = cache_bytes
@@ -119,11 +127,12 @@ class SupernetEvaluator:
             return hit
         model = _Path(self.supernet, steps)
         bn_data, eval_data = self._data()
+        device = next(self.supernet.parameters()).device
         momenta = [bn.momentum for bn in self._bns]
         for bn in self._bns:
             bn.momentum = None
         try:
-            recalibrate_bn(model, iter(bn_data), num_batches=self.bn_batches)
+            recalibrate_bn(model, ((x.to(device), y) for x, y in bn_data), num_batches=self.bn_batches)
         finally:
             for bn, momentum in zip(self._bns, momenta):
                 bn.momentum = momentum
@@ -131,12 +140,26 @@ class SupernetEvaluator:
         correct, n = 0, 0
         with torch.no_grad():
             for x, y in eval_data:
-                correct += int((model(x).argmax(1) == y).sum())
+                correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
                 n += int(y.numel())
         model.train()
         acc = correct / max(1, n)
         self.cache[k] = acc
         return acc
+
+
+    def score_many(self, pool: Sequence[Sequence[int] | np.ndarray]) -> list[float]:
+        """``score`` of each path of ``pool``, in order; the distinct unscored networks are shared out
+        among the processes (``Distributed.map``) and every process caches every score."""
+        keys = [self.key(p) for p in pool]
+        first: dict[tuple, Sequence[int] | np.ndarray] = {}
+        for k, p in zip(keys, pool):
+            if k not in self.cache:
+                first.setdefault(k, p)
+        todo = list(first)
+        for k, acc in zip(todo, self.dist.map(lambda k: self.score(first[k]), todo)):
+            self.cache[k] = acc
+        return [self.cache[k] for k in keys]
 
 
 class _Replay:

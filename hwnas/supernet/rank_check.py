@@ -29,6 +29,10 @@ last epoch checkpoint. With a stand-alone cache (``standalone_cache``, ``--stand
 stand-alone runs live in ``DIR/<digest>/`` and ``DIR/<digest>.json``, the digest naming the
 architecture and the stand-alone recipe, so checks of other supernets on the same sample train each
 architecture once.
+
+Under ``torchrun`` (``dist``): the supernet trains data-parallel (``train_supernet``), the N scores
+are shared out among the processes (``SupernetEvaluator.score_many``), and each stand-alone network
+trains data-parallel too (``train_arch``); rank 0 decides what is already done and writes every file.
 """
 
 from __future__ import annotations
@@ -56,7 +60,8 @@ from hwnas.supernet.rank_plot import rank_scatter
 from hwnas.supernet.samplers import uniform_paths
 from hwnas.supernet.supernet import SHARING, SuperNet
 from hwnas.supernet.training import SupernetTrainConfig, train_supernet
-from hwnas.train import Dataset, RunDir, TrainConfig, load_checkpoint, load_dataset, train_arch
+from hwnas.train import (SINGLE_PROCESS, Dataset, Distributed, RunDir, TrainConfig, load_checkpoint, load_dataset,
+                         train_arch)
 
 #: Size of the top-k overlap (|top-k by supernet ∩ top-k stand-alone| / k, k = min(5, n)).
 TOP_K = 5
@@ -233,7 +238,7 @@ class _Prepared:
         s = self.settings
         net = SuperNet(self.space, resolution=s.resolution, width_mult=s.width_mult, num_classes=s.num_classes,
                        sharing=source.weight_sharing)
-        return net.to(memory_format=torch.channels_last)
+        return net.to(memory_format=torch.channels_last)  # moved to the training device by the caller
 
 
 def _load_run_weights(net: SuperNet, weights: dict[str, Any], run: str) -> None:
@@ -245,11 +250,11 @@ def _load_run_weights(net: SuperNet, weights: dict[str, Any], run: str) -> None:
                          f"config.json ({first}).") from None
 
 
-def _trained_supernet(prep: _Prepared, source: SupernetSource, folder: Path) -> SuperNet:
+def _trained_supernet(prep: _Prepared, source: SupernetSource, folder: Path, dist: Distributed) -> SuperNet:
     """The supernet trained in ``folder`` (continued from its checkpoint; none repeated once done)."""
-    net = prep.supernet(source)
+    net = prep.supernet(source).to(dist.device)
     train = source.train or SupernetTrainConfig()
-    run = RunDir(folder, config={"source": asdict(source)}, resume=(folder / "config.json").exists())
+    run = RunDir(folder, config={"source": asdict(source)}, resume=(folder / "config.json").exists(), dist=dist)
     state = run.load_checkpoint()
     if state is not None and "supernet" in state:
         net.load_state_dict(state["supernet"])
@@ -277,8 +282,20 @@ def _plain_float(v: float) -> float | None:
     return None if math.isnan(v) else float(v)
 
 
+def _finished(done: Path, cached: Path | None, *, index: int) -> dict[str, Any] | None:
+    """A stand-alone result finished before (in ``done``, or cached: then copied there), or None."""
+    if done.exists():
+        return read_json(done, what="stand-alone result")
+    if cached is not None and cached.exists():
+        record = {**read_json(cached, what="cached stand-alone result"), "index": index}
+        write_json_atomic(done, record)
+        return record
+    return None
+
+
 def run_rank_check(source: SupernetSource, config: RankCheckConfig, *, out: str | Path, resume: bool,
-                   progress: bool = True, standalone_cache: str | Path | None = None) -> dict[str, Any]:
+                   progress: bool = True, standalone_cache: str | Path | None = None,
+                   dist: Distributed = SINGLE_PROCESS) -> dict[str, Any]:
     """Runs (or resumes) the ranking check and returns its report (also ``out/ranking.json``).
 
     Args:
@@ -288,6 +305,7 @@ def run_rank_check(source: SupernetSource, config: RankCheckConfig, *, out: str 
         resume: Continue the check in ``out`` (its settings must match).
         progress: Show tqdm bars on stderr.
         standalone_cache: A folder shared between checks for the stand-alone runs (module docstring).
+        dist: The processes of a data-parallel check (the batch sizes are global batches).
 
     Returns:
         ``kendall_tau``, ``spearman`` (None where undefined: one side constant), ``top5_overlap``,
@@ -302,33 +320,35 @@ def run_rank_check(source: SupernetSource, config: RankCheckConfig, *, out: str 
     t0 = time.time()
     prep = _Prepared(source, config)
     settings = {"source": asdict(source), "check": asdict(config), "resolved": asdict(prep.settings)}
-    run = RunDir(out, config=settings, resume=resume)
-    folder = run.path
-    if resume and (folder / "ranking.json").exists():
-        return read_json(folder / "ranking.json", what="ranking report")
+    run = RunDir(out, config=settings, resume=resume, dist=dist)
+    folder = Path(out)  # rank 0's; the others only read what rank 0 hands them (``dist.agree``)
+    done_report = dist.agree(lambda: read_json(folder / "ranking.json", what="ranking report")
+                             if resume and (folder / "ranking.json").exists() else None)
+    if done_report is not None:
+        return done_report
 
     if source.run is not None:
-        net = prep.supernet(source)
+        net = prep.supernet(source).to(dist.device)
         _load_run_weights(net, prep.run_state, source.run)
     else:
-        net = _trained_supernet(prep, source, folder / "supernet")
+        net = _trained_supernet(prep, source, folder / "supernet", dist)
 
     sample = prep.sample  # deterministic for the seed: the same on every resume
-    if not (folder / "sample.json").exists():
+    if dist.is_main and not (folder / "sample.json").exists():
         write_json_atomic(folder / "sample.json", sample)
 
     scores_path = folder / "supernet_scores.json"
-    if scores_path.exists():
-        scores = read_json(scores_path, what="supernet scores")
-    else:
-        evaluator = SupernetEvaluator(net, prep.ds, bn_batches=source.bn_batches, seed=config.seed)
+    scores = dist.agree(lambda: read_json(scores_path, what="supernet scores") if scores_path.exists() else None)
+    if scores is None:
+        evaluator = SupernetEvaluator(net, prep.ds, bn_batches=source.bn_batches, seed=config.seed, dist=dist)
         net.eval()
-        scores = [float(evaluator.score(np.asarray(s["indices"], dtype=np.int64))) for s in sample]
-        write_json_atomic(scores_path, scores)
+        scores = [float(v) for v in evaluator.score_many([np.asarray(s["indices"], dtype=np.int64) for s in sample])]
+        if dist.is_main:
+            write_json_atomic(scores_path, scores)
 
     results, reused = [], 0
-    bar = tqdm(total=len(sample), desc="stand-alone", unit="arch", file=sys.stderr, disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(total=len(sample), desc="stand-alone", unit="arch", file=sys.stderr,
+               disable=not (progress and dist.is_main), dynamic_ncols=True)
     try:
         for s in sample:
             done = folder / "standalone" / f"{s['index']:02d}.json"
@@ -336,24 +356,21 @@ def run_rank_check(source: SupernetSource, config: RankCheckConfig, *, out: str 
             if standalone_cache is not None:
                 digest = standalone_digest(s["arch"], prep.train_config)
                 cached, run_dir = Path(standalone_cache) / f"{digest}.json", Path(standalone_cache) / digest
-            if done.exists():
-                results.append(read_json(done, what="stand-alone result"))
-                reused += 1
-            elif cached is not None and cached.exists():
-                record = {**read_json(cached, what="cached stand-alone result"), "index": s["index"]}
-                write_json_atomic(done, record)
+            record = dist.agree(lambda: _finished(done, cached, index=s["index"]))
+            if record is not None:
                 results.append(record)
                 reused += 1
             else:
                 t1 = time.time()
                 r = train_arch(prep.space, s["arch"], config=prep.train_config,
                                out_dir=run_dir or folder / "standalone" / f"{s['index']:02d}", resume=True,
-                               progress=False)
+                               progress=False, dist=dist)
                 record = {"index": s["index"], "arch": s["arch"], "standalone_accuracy": r.accuracy,
                           "val_count": r.count, "epochs": r.epochs, "seconds": round(time.time() - t1, 2)}
-                if cached is not None:
-                    write_json_atomic(cached, record)
-                write_json_atomic(done, record)
+                if dist.is_main:
+                    if cached is not None:
+                        write_json_atomic(cached, record)
+                    write_json_atomic(done, record)
                 results.append(record)
                 run.crash_point("standalone_done")
             bar.update(1)
@@ -366,7 +383,7 @@ def run_rank_check(source: SupernetSource, config: RankCheckConfig, *, out: str 
     sup = [p["supernet_accuracy"] for p in pairs]
     alone = [p["standalone_accuracy"] for p in pairs]
     tau, rho = _plain_float(kendall_tau(sup, alone)), _plain_float(spearman(sup, alone))
-    plot = rank_scatter(pairs, kendall_tau=tau, spearman=rho, path=folder / "ranking.png",
+    plot = rank_scatter(pairs, kendall_tau=tau, spearman=rho, path=run.path / "ranking.png",
                         title=f"supernet ranking on {prep.space.name} ({source.data})")
     report = {
         "kendall_tau": tau, "spearman": rho, "n": len(pairs), "top5_overlap": top_k_overlap(sup, alone, k=TOP_K),

@@ -287,6 +287,7 @@ class SuperNet(nn.Module):
         template.train(module.training)
         for t_bn, s_bn in bn_pairs:
             t_bn.momentum = s_bn.momentum
+            t_bn.__class__ = type(s_bn)  # a BatchNorm over all processes in a data-parallel loop
         shared = _named_tensors(module)
         tensors = {k: _slice(shared[names[k]], v.shape) for k, v in _named_tensors(template).items()}
         return functional_call(template, tensors, (x,))

@@ -20,10 +20,17 @@ Options beyond the papers' recipe (``SupernetTrainConfig``; every one off by def
 * ``sandwich``: the sandwich rule with in-place distillation (BigNAS, Yu et al. ECCV 2020, Sec. 3.1):
   each step also trains the largest and the smallest path; the largest learns from the labels, every
   other path from the largest's predictions.
+
+Data-parallel (``torchrun``; the processes come with the run directory, ``run.dist``): each process
+takes its share of every global batch of ``batch_size`` examples, all of them run the same paths,
+BatchNorm normalizes over the global batch, and the gradients are averaged before each SGD step
+(``hwnas.train.distributed``), so N processes train the weights one process would with the same
+global batch; the history's loss and accuracy are those of the global batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
@@ -104,7 +111,8 @@ def train_supernet(supernet: SuperNet, ds: Dataset, sampler: PathSampler, *, con
         sampler: Decisions of the paths of each step, from the step's generator.
         config: Settings.
         seed: Run seed (data order and paths).
-        run: Run directory (history lines per epoch, atomic checkpoints).
+        run: Run directory (history lines per epoch, atomic checkpoints) and its processes
+            (``run.dist``: ``config.batch_size`` is the global batch, split among them).
         state: A checkpoint to resume from (``None``: start fresh).
         extra_state: Adds strategy state to every checkpoint.
         on_epoch: Called at each epoch end, before that epoch's history line and checkpoint, with the
@@ -115,6 +123,10 @@ def train_supernet(supernet: SuperNet, ds: Dataset, sampler: PathSampler, *, con
         The final training state (also the last checkpoint's ``supernet_train``).
     """
     res = supernet.resolution
+    dist = run.dist
+    if config.batch_size % dist.world_size:
+        raise ValueError(f"batch size {config.batch_size} is not a multiple of the {dist.world_size} processes")
+    device = next(supernet.parameters()).device
     per_epoch = num_batches(ds.train, batch_size=config.batch_size, drop_last=True)
     total = per_epoch * config.epochs
     if state is not None and state.get("supernet_train", {}).get("step", 0) >= total:
@@ -133,7 +145,7 @@ def train_supernet(supernet: SuperNet, ds: Dataset, sampler: PathSampler, *, con
         torch.manual_seed(seed)
         net = SuperNet(supernet.space, resolution=res, width_mult=supernet.width_mult,
                        num_classes=supernet.num_classes, sharing="entangled",
-                       init=config.candidate_init).to(memory_format=torch.channels_last)
+                       init=config.candidate_init).to(device, memory_format=torch.channels_last)
     if config.sandwich:
         sampler = sandwich(sampler, *extreme_paths(supernet))
     optimizer = make_sgd(net.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -153,14 +165,18 @@ def train_supernet(supernet: SuperNet, ds: Dataset, sampler: PathSampler, *, con
         })
 
     bar = tqdm(total=total, initial=step, desc="supernet", unit="step", leave=False, dynamic_ncols=True)
+    bn = contextlib.ExitStack()
+    bn.enter_context(dist.batch_norm(supernet, net))
     while step < total:
         epoch, start = divmod(step, per_epoch)
         for x, y in batches(ds.train, ds, batch_size=config.batch_size, resolution=res, seed=seed, epoch=epoch,
-                            start=start, drop_last=True):
-            torch.manual_seed(seed * 1_000_003 + step)  # dropout masks: a function of (seed, step) too
+                            start=start, drop_last=True, part=dist.part):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            torch.manual_seed(dist.seed(seed * 1_000_003 + step))  # dropout masks: a function of (seed, step) too
             set_lr(optimizer, cosine_lr(config.lr, step, total, warmup_steps=int(config.warmup_epochs * per_epoch)))
             optimizer.zero_grad(set_to_none=True)
             teacher = None
+            step_sums = [0.0, 0, 0]  # this process's loss × examples, correct, examples
             for i, path in enumerate(sampler(step_rng(seed, step))):
                 logits = net(x, path)
                 ce = classification_loss(logits, y, label_smoothing=config.label_smoothing)
@@ -170,10 +186,13 @@ def train_supernet(supernet: SuperNet, ds: Dataset, sampler: PathSampler, *, con
                     teacher = logits.detach()
                 if config.sandwich and i < 2:  # the history counts the sampler's own paths only
                     continue
-                loss_sum += float(ce.detach()) * len(y)
-                correct += int((logits.argmax(1) == y).sum())
-                seen += len(y)
+                step_sums[0] += float(ce.detach()) * len(y)
+                step_sums[1] += int((logits.argmax(1) == y).sum())
+                step_sums[2] += len(y)
+            dist.average_gradients(net.parameters())
             optimizer.step()
+            step_loss, step_correct, step_seen = dist.sum_floats(step_sums)  # over the global batch
+            loss_sum, correct, seen = loss_sum + step_loss, correct + int(step_correct), seen + int(step_seen)
             step += 1
             if step == split:  # the candidates split (Few-shot NAS) and go on as separate parameters
                 supernet.inherit(net)
@@ -181,6 +200,8 @@ def train_supernet(supernet: SuperNet, ds: Dataset, sampler: PathSampler, *, con
                 optimizer = make_sgd(net.parameters(), lr=config.lr, momentum=config.momentum,
                                      weight_decay=config.weight_decay)
                 net.train()
+                bn.close()
+                bn.enter_context(dist.batch_norm(net))
             bar.update(1)
             run.crash_point("supernet_step")
             if step % per_epoch == 0:
@@ -194,5 +215,6 @@ def train_supernet(supernet: SuperNet, ds: Dataset, sampler: PathSampler, *, con
                 checkpoint()
             if step >= total:
                 break
+    bn.close()
     bar.close()
     return {"step": step, "loss_sum": 0.0, "correct": 0, "seen": 0}

@@ -242,7 +242,8 @@ def epoch_order(n: int, *, seed: int, epoch: int) -> torch.Tensor:
 
 
 def batches(split: Split, ds: Dataset, *, batch_size: int, resolution: int, seed: int = 0, epoch: int = 0,
-            shuffle: bool = True, start: int = 0, drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            shuffle: bool = True, start: int = 0, drop_last: bool = False,
+            part: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yields (images N, 3, R, R float channels_last; labels N) batches of one epoch.
 
     Args:
@@ -255,12 +256,16 @@ def batches(split: Split, ds: Dataset, *, batch_size: int, resolution: int, seed
         shuffle: Shuffle (training) or keep the stored order (evaluation).
         start: Skip the first ``start`` batches (resuming mid-epoch).
         drop_last: Drop a final incomplete batch.
+        part: (r, P): yield only the examples r, r + P, r + 2P, ... of each batch of ``batch_size``
+            (process r of P in a data-parallel run, ``hwnas.train.distributed``); the batches and
+            their order are those of one process, so the P parts of a step make its whole batch.
     """
+    rank, parts = part
     n = len(split)
     order = epoch_order(n, seed=seed, epoch=epoch) if shuffle else torch.arange(n)
     stop = n - n % batch_size if drop_last else n
     for i in range(start * batch_size, stop, batch_size):
-        idx = order[i : i + batch_size]
+        idx = order[i : i + batch_size][rank::parts]
         x = preprocess(split.images[idx], resolution=resolution, mean=ds.mean, std=ds.std)
         yield x, split.labels[idx]
 

@@ -58,11 +58,13 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, *, label_smo
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, ds: Dataset, *, resolution: int, batch_size: int = 256) -> EvalResult:
-    """Top-1 accuracy and loss of ``model`` (eval mode) on a whole split."""
+    """Top-1 accuracy and loss of ``model`` (eval mode) on a whole split (on the model's device)."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     correct, loss_sum, n = 0, 0.0, 0
     for x, y in batches(split, ds, batch_size=batch_size, resolution=resolution, shuffle=False):
+        x, y = x.to(device), y.to(device)
         logits = model(x)
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())

@@ -16,10 +16,16 @@ Run folder (``--out DIR``)::
 Because batch order is a pure function of (seed, epoch) and the RNG state is checkpointed, a run
 stopped after any epoch and resumed with ``--resume`` ends with bit-identical weights on the same
 machine and thread count.
+
+Under ``torchrun`` (``dist``, ``hwnas.train.distributed``) each process trains on its share of every
+global batch of ``batch_size`` examples with BatchNorm over the global batch and averaged gradients,
+and evaluates the whole held-out split itself (identical weights: identical numbers); rank 0 alone
+writes the folder. Dropout masks come from the same seeded stream on every process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -37,6 +43,7 @@ from hwnas.safeio import check_output_dir
 from hwnas.space import SearchSpace, build_model
 from hwnas.train.checkpoint import load_checkpoint, save_checkpoint
 from hwnas.train.data import Dataset, batches, load_dataset, num_batches
+from hwnas.train.distributed import SINGLE_PROCESS, Distributed
 from hwnas.train.loop import classification_loss, cosine_lr, evaluate, make_sgd, set_lr
 
 CHECKPOINT_FORMAT = "hwnas.train_checkpoint/1"
@@ -134,9 +141,31 @@ def _check_resumable(state: Any, *, arch: dict[str, Any], config: TrainConfig, p
                              f"with {saved.get(f.name)!r}; resume with the same settings.")
 
 
+def _open_run(out: Path, *, arch: dict[str, Any], config: TrainConfig, resume: bool) -> dict[str, Any] | None:
+    """Checks the run folder (rank 0) and reads the checkpoint to resume from, if any."""
+    check_output_dir(out)
+    ckpt_path = out / "checkpoint.pt"
+    if not ckpt_path.exists():
+        return None
+    if not resume:
+        raise InputError(f"--out {out} already holds a training run (checkpoint.pt); pass --resume to continue "
+                         f"it or choose another folder.")
+    state = load_checkpoint(ckpt_path, what="training checkpoint")
+    _check_resumable(state, arch=arch, config=config, path=ckpt_path)
+    return state
+
+
+def _make_folder(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {out} cannot be written ({exc.strerror or exc}).") from None
+
+
 def train_arch(space: SearchSpace, arch: dict[str, Any], *, config: TrainConfig, out_dir: str | Path,
                resume: bool = False, progress: bool = True,
-               on_epoch_end: Callable[[int], None] | None = None) -> TrainResult:
+               on_epoch_end: Callable[[int], None] | None = None,
+               dist: Distributed = SINGLE_PROCESS) -> TrainResult:
     """Trains ``arch`` from scratch and evaluates it on the held-out split.
 
     Args:
@@ -147,6 +176,7 @@ def train_arch(space: SearchSpace, arch: dict[str, Any], *, config: TrainConfig,
         resume: Continue from ``out_dir/checkpoint.pt`` (start fresh when there is none).
         progress: Show a tqdm bar on stderr.
         on_epoch_end: Called with the number of finished epochs after each checkpoint is written.
+        dist: The processes of a data-parallel run (``config.batch_size`` is the global batch).
 
     Returns:
         The final held-out accuracy and the checkpoint path.
@@ -156,28 +186,25 @@ def train_arch(space: SearchSpace, arch: dict[str, Any], *, config: TrainConfig,
             existing run without ``resume``, a checkpoint from other settings, an unwritable folder.
     """
     config.validate()
-    out = check_output_dir(out_dir)
+    if config.batch_size % dist.world_size:
+        raise InputError(f"--batch-size: the global batch {config.batch_size} is not a multiple of the "
+                         f"{dist.world_size} processes.")
+    out = Path(out_dir)
     ckpt_path = out / "checkpoint.pt"
-    state = None
-    if ckpt_path.exists():
-        if not resume:
-            raise InputError(f"--out {out} already holds a training run (checkpoint.pt); pass --resume to continue "
-                             f"it or choose another folder.")
-        state = load_checkpoint(ckpt_path, what="training checkpoint")
-        _check_resumable(state, arch=arch, config=config, path=ckpt_path)
+    state = dist.agree(lambda: _open_run(out, arch=arch, config=config, resume=resume))
     ds = load_dataset(config.data, seed=config.seed, limit=config.data_limit)
     if ds.num_classes != arch["num_classes"]:
         raise InputError(f"--data {config.data} has {ds.num_classes} classes, but the architecture has "
                          f"num_classes {arch['num_classes']} (set it with --num-classes or in the arch file).")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"--out {out} cannot be written ({exc.strerror or exc}).") from None
+    if len(ds.trainval) < dist.world_size:
+        raise InputError(f"--data-limit: {len(ds.trainval)} training examples cannot be shared by "
+                         f"{dist.world_size} processes.")
+    dist.agree(lambda: _make_folder(out))
     resolution = int(arch["resolution"])
     preprocessing = preprocessing_record(ds, resolution=resolution)
 
     torch.manual_seed(config.seed)
-    model = build_model(space.resolve(arch)).to(memory_format=torch.channels_last)
+    model = build_model(space.resolve(arch)).to(dist.device, memory_format=torch.channels_last)
     opt = make_sgd(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     start_epoch, history = 0, []
     if state is not None:
@@ -185,7 +212,7 @@ def train_arch(space: SearchSpace, arch: dict[str, Any], *, config: TrainConfig,
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         start_epoch, history = int(state["epoch"]), list(state["history"])
-    else:
+    elif dist.is_main:
         write_json_atomic(out / "config.json", {"arch": arch, "train": asdict(config)})
 
     split = ds.trainval
@@ -193,20 +220,25 @@ def train_arch(space: SearchSpace, arch: dict[str, Any], *, config: TrainConfig,
     steps_per_epoch = num_batches(split, batch_size=config.batch_size, drop_last=drop_last)
     total_steps = steps_per_epoch * config.epochs
     bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, desc="train", unit="step",
-               file=sys.stderr, disable=not progress, dynamic_ncols=True)
+               file=sys.stderr, disable=not (progress and dist.is_main), dynamic_ncols=True)
+    bn = contextlib.ExitStack()
     try:
+        bn.enter_context(dist.batch_norm(model))
         for epoch in range(start_epoch, config.epochs):
             t0 = time.perf_counter()
             model.train()
             loss_sum, correct, seen, lr = 0.0, 0, 0, config.lr
             for i, (x, y) in enumerate(batches(split, ds, batch_size=config.batch_size, resolution=resolution,
-                                               seed=config.seed, epoch=epoch, drop_last=drop_last)):
+                                               seed=config.seed, epoch=epoch, drop_last=drop_last, part=dist.part)):
+                x, y = x.to(dist.device, non_blocking=True), y.to(dist.device, non_blocking=True)
                 lr = cosine_lr(config.lr, epoch * steps_per_epoch + i, total_steps)
                 set_lr(opt, lr)
                 logits = model(x)  # N, classes
                 loss = classification_loss(logits, y, label_smoothing=config.label_smoothing)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                share = int(y.numel()) * dist.world_size / min(config.batch_size, len(split) - i * config.batch_size)
+                (loss * share if share != 1 else loss).backward()  # unequal shares of a last batch weigh by size
+                dist.average_gradients(model.parameters())
                 opt.step()
                 loss_value = float(loss.detach())
                 loss_sum += loss_value * int(y.numel())
@@ -214,26 +246,30 @@ def train_arch(space: SearchSpace, arch: dict[str, Any], *, config: TrainConfig,
                 seen += int(y.numel())
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss_value:.3f}", refresh=False)
+            loss_sum, correct, seen = dist.sum_floats([loss_sum, correct, seen])  # over the global batches
             ev = evaluate(model, ds.val, ds, resolution=resolution)
             history.append({"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(1, seen),
                             "train_accuracy": correct / max(1, seen), "val_loss": ev.loss,
                             "val_accuracy": ev.accuracy, "seconds": round(time.perf_counter() - t0, 3)})
-            save_checkpoint(ckpt_path, {
-                "format": CHECKPOINT_FORMAT, "arch": arch, "config": asdict(config), "epoch": epoch + 1,
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
-                "history": history, "preprocessing": preprocessing, "accuracy": ev.accuracy,
-            })
-            lines = "".join(json.dumps(h) + "\n" for h in history)
-            atomic_write_bytes(out / "history.jsonl", lines.encode())
+            if dist.is_main:
+                save_checkpoint(ckpt_path, {
+                    "format": CHECKPOINT_FORMAT, "arch": arch, "config": asdict(config), "epoch": epoch + 1,
+                    "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
+                    "history": history, "preprocessing": preprocessing, "accuracy": ev.accuracy,
+                })
+                lines = "".join(json.dumps(h) + "\n" for h in history)
+                atomic_write_bytes(out / "history.jsonl", lines.encode())
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1)
     finally:
+        bn.close()
         bar.close()
 
     final = evaluate(model, ds.val, ds, resolution=resolution)
-    write_json_atomic(out / "summary.json", {
-        "arch": arch, "data": config.data, "epochs": config.epochs, "accuracy": final.accuracy,
-        "loss": final.loss, "val_count": final.count, "checkpoint": str(ckpt_path),
-    })
+    if dist.is_main:
+        write_json_atomic(out / "summary.json", {
+            "arch": arch, "data": config.data, "epochs": config.epochs, "accuracy": final.accuracy,
+            "loss": final.loss, "val_count": final.count, "checkpoint": str(ckpt_path),
+        })
     return TrainResult(accuracy=final.accuracy, loss=final.loss, count=final.count, epochs=config.epochs,
                        checkpoint=ckpt_path, history=tuple(history))

@@ -23,6 +23,10 @@ def onemax(idx: np.ndarray) -> float:
     return float(np.mean(np.asarray(idx) == TARGET))
 
 
+def onemax_many(pool) -> list[float]:
+    return [onemax(idx) for idx in pool]
+
+
 COSTS = Costs(latency=lambda I: np.atleast_2d(I) @ WEIGHTS / 100.0,
               flops=lambda I: np.zeros(len(np.atleast_2d(I))), params=lambda I: np.zeros(len(np.atleast_2d(I))))
 
@@ -30,9 +34,9 @@ COSTS = Costs(latency=lambda I: np.atleast_2d(I) @ WEIGHTS / 100.0,
 def test_evolution_finds_the_known_best_and_beats_random():
     cfg = EvolutionConfig(population=24, generations=25, top_k=8, mutation_prob=0.1)
     feasible = lambda I: np.ones(len(np.atleast_2d(I)), bool)  # noqa: E731
-    state = evolve(SPACE, score=onemax, feasible=feasible, costs=COSTS, config=cfg, seed=0)
+    state = evolve(SPACE, score_many=onemax_many, feasible=feasible, costs=COSTS, config=cfg, seed=0)
     assert state["best"]["indices"] == TARGET.tolist() and state["best"]["accuracy"] == 1.0
-    rnd = random_search(SPACE, score=onemax, feasible=feasible, costs=COSTS, evaluations=cfg.evaluations,
+    rnd = random_search(SPACE, score_many=onemax_many, feasible=feasible, costs=COSTS, evaluations=cfg.evaluations,
                         batch=cfg.population, seed=0)
     assert len(rnd["evaluated"]) == cfg.evaluations
     assert rnd["best"]["accuracy"] < 0.75  # uniform draws match far fewer decisions
@@ -44,9 +48,10 @@ def test_constraints_hold_for_every_evaluated_candidate():
     cfg = EvolutionConfig(population=16, generations=8, top_k=6)
     for algo in ("evolve", "random"):
         if algo == "evolve":
-            state = evolve(SPACE, score=onemax, feasible=feasible, costs=COSTS, config=cfg, seed=1)
+            state = evolve(SPACE, score_many=onemax_many, feasible=feasible, costs=COSTS, config=cfg, seed=1)
         else:
-            state = random_search(SPACE, score=onemax, feasible=feasible, costs=COSTS, evaluations=96, batch=16, seed=1)
+            state = random_search(SPACE, score_many=onemax_many, feasible=feasible, costs=COSTS, evaluations=96,
+                                  batch=16, seed=1)
         lat = np.array([e["latency_ms"] for e in state["evaluated"]])
         assert (lat <= budget).all() and len(state["evaluated"]) > 50
         keys = [tuple(e["indices"]) for e in state["evaluated"]]
@@ -57,15 +62,16 @@ def test_evolution_resumes_to_the_same_result():
     cfg = EvolutionConfig(population=10, generations=6, top_k=4)
     feasible = lambda I: np.ones(len(np.atleast_2d(I)), bool)  # noqa: E731
     snapshots = []
-    full = evolve(SPACE, score=onemax, feasible=feasible, costs=COSTS, config=cfg, seed=3,
+    full = evolve(SPACE, score_many=onemax_many, feasible=feasible, costs=COSTS, config=cfg, seed=3,
                   on_generation=lambda s: snapshots.append(__import__("copy").deepcopy(s)))
-    resumed = evolve(SPACE, score=onemax, feasible=feasible, costs=COSTS, config=cfg, seed=3, state=snapshots[2])
+    resumed = evolve(SPACE, score_many=onemax_many, feasible=feasible, costs=COSTS, config=cfg, seed=3,
+                     state=snapshots[2])
     assert resumed["best"] == full["best"] and resumed["evaluated"] == full["evaluated"]
 
 
 def test_no_feasible_architecture():
     with pytest.raises(InputError, match="no architecture"):
-        evolve(SPACE, score=onemax, feasible=lambda I: np.zeros(len(np.atleast_2d(I)), bool), costs=COSTS,
+        evolve(SPACE, score_many=onemax_many, feasible=lambda I: np.zeros(len(np.atleast_2d(I)), bool), costs=COSTS,
                config=EvolutionConfig(population=4, generations=1, top_k=2), seed=0)
 
 

@@ -104,7 +104,7 @@ def test_infeasible_decodes_never_reach_the_search():
     _teach(s, BIG, eps=1.0)  # p_θ now draws the 9-ms architecture, over the 6-ms budget
     first = s.initial_population(6)
     asked: list[list[int]] = []
-    s.update(1, score=lambda idx: asked.append([int(v) for v in idx]) or float(-_lat(idx)[0]))
+    s.update(1, score_many=lambda pool: [asked.append([int(v) for v in idx]) or float(-_lat(idx)[0]) for idx in pool])
     paths = np.concatenate([s(step_rng(0, i)) for i in range(100)])
     for group in (np.array(first), np.array(asked), paths):
         assert len(group) and (_lat(group) <= 6.0).all()
@@ -122,7 +122,7 @@ def test_updates_follow_the_interval_and_keep_the_best_topk():
         return asked[tuple(int(v) for v in idx)]
 
     forgotten = []
-    rows = [s.end_epoch(e, total=5, score=score, forget=lambda: forgotten.append(e)) for e in range(1, 6)]
+    rows = [s.end_epoch(e, total=5, score_many=lambda pool: [score(i) for i in pool], forget=lambda: forgotten.append(e)) for e in range(1, 6)]
     assert forgotten == [2, 4, 5] and s.updates == 3
     assert [r.get("tnas_scored") for r in rows] == [None, 3, None, 5, 5]  # pool, then pool + top-k
     assert [r["tnas_eps"] for r in rows] == [0.0, 0.25, 0.5, 0.75, 1.0]

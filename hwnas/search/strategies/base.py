@@ -62,6 +62,8 @@ class SearchContext:
             (resumable; a no-op once done); ``TrainWeights`` says what else it takes.
         score: Accuracy of a path with inherited weights (BN recalibrated), cached until
             ``forget_scores``.
+        score_many: ``score`` of each path of a pool, in order: the pool is shared out among the
+            processes of a data-parallel run and the scores gathered (one process: one by one).
         budgets: Latency budgets of the run, ms: ``constraints.latency_ms`` first, then the other
             ``--pareto`` budgets.
         settings: Resolution, width and classes of the run's architectures (``decode``).
@@ -94,6 +96,7 @@ class SearchContext:
     supernet: SuperNet
     supernet_state: Callable[[], dict[str, Any]]
     forget_scores: Callable[[], None]
+    score_many: Callable[[Sequence[np.ndarray]], list[float]]
 
     def feasible(self, indices: np.ndarray) -> np.ndarray:
         """Constraint check of option indices (N, D) → (N,) bool."""
@@ -108,16 +111,13 @@ class SearchContext:
 
     def evaluate(self, pool: Sequence[np.ndarray]) -> list[dict[str, Any]]:
         """Each distinct option-index vector of ``pool``, in order: ``indices``, supernet ``accuracy``
-        (``score``) and predicted ``latency_ms``, ``flops`` and ``params``."""
-        seen, out = set(), []
-        for idx in pool:
-            key = tuple(int(v) for v in idx)
-            if key in seen:
-                continue
-            seen.add(key)
-            idx = np.asarray(key, dtype=np.int64)
+        (``score_many``) and predicted ``latency_ms``, ``flops`` and ``params``."""
+        keys = list(dict.fromkeys(tuple(int(v) for v in idx) for idx in pool))
+        distinct = [np.asarray(k, dtype=np.int64) for k in keys]
+        out = []
+        for idx, acc in zip(distinct, self.score_many(distinct)):
             lat, flops, params = (float(v[0]) for v in self.costs.all(idx[None]))
-            out.append({"indices": list(key), "accuracy": self.score(idx), "latency_ms": lat, "flops": flops,
+            out.append({"indices": [int(v) for v in idx], "accuracy": acc, "latency_ms": lat, "flops": flops,
                         "params": params})
         return out
 

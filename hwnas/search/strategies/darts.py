@@ -80,7 +80,8 @@ def estimate_activation_gb(blocks: Sequence[Block], *, batch: int, order: int) -
 
 def unrolled_gradient(*, weights: Sequence[torch.Tensor], alphas: Sequence[torch.Tensor],
                       train_loss: Callable[[], torch.Tensor], val_loss: Callable[[], torch.Tensor],
-                      xi: float) -> list[torch.Tensor]:
+                      xi: float, average: Callable[[Sequence[torch.Tensor | None]], None] = lambda ts: None,
+                      ) -> list[torch.Tensor]:
     """DARTS's second-order architecture gradient (Eq. 7), with the finite-difference Hessian-vector
     product of Eq. 8. The weights are changed in place during the call and restored at its end.
 
@@ -90,6 +91,11 @@ def unrolled_gradient(*, weights: Sequence[torch.Tensor], alphas: Sequence[torch
         train_loss: L_train(w, α) at the weights' current values.
         val_loss: L_val(w, α) at the weights' current values.
         xi: ξ, the learning rate of the virtual step w' = w − ξ·∇_w L_train(w, α).
+        average: Averages weight gradients over the processes of a data-parallel run, in place
+            (``Distributed.average_``): ∇_w L_train and ∇_w' L_val are taken on each process's share
+            of the batch, and w' and w± must be those of the global batch. The α gradient returned
+            is this process's share; the caller averages it as any other gradient. One process:
+            nothing to do.
 
     Returns:
         ∇_α L_val(w', α) − ξ·(∇_α L_train(w⁺, α) − ∇_α L_train(w⁻, α)) / 2ε, one tensor per α.
@@ -97,6 +103,7 @@ def unrolled_gradient(*, weights: Sequence[torch.Tensor], alphas: Sequence[torch
     weights, alphas = list(weights), list(alphas)
     w0 = [w.detach().clone() for w in weights]
     g_train = torch.autograd.grad(train_loss(), weights, allow_unused=True)
+    average(g_train)
     with torch.no_grad():
         for w, g in zip(weights, g_train):
             if g is not None:
@@ -104,6 +111,7 @@ def unrolled_gradient(*, weights: Sequence[torch.Tensor], alphas: Sequence[torch
     grads = torch.autograd.grad(val_loss(), alphas + weights, allow_unused=True)
     d_alpha = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, grads[:len(alphas)])]
     d_w = [torch.zeros_like(w) if g is None else g for w, g in zip(weights, grads[len(alphas):])]
+    average(d_w)
     norm = float(torch.sqrt(sum((g * g).sum() for g in d_w)))
     eps = 0.01 / norm if norm > 0 else 0.0
 
@@ -284,7 +292,8 @@ class Darts(Strategy):
             alphas = list(arch.alphas)
             grads = unrolled_gradient(weights=weights, alphas=alphas,
                                       train_loss=lambda: ce_at(train.x, train.y, arch.probs()),
-                                      val_loss=lambda: ce_at(x, y, arch.probs()), xi=train.lr)
+                                      val_loss=lambda: ce_at(x, y, arch.probs()), xi=train.lr,
+                                      average=ctx.run.dist.average_)
             extra, expected = hardware(torch.zeros(()))  # the latency term's own gradient (it has no w)
             if extra.requires_grad:
                 extra.backward(inputs=alphas)

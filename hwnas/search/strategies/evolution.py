@@ -60,7 +60,9 @@ class EvolutionConfig:
         return self.population * self.generations
 
 
-Score = Callable[[np.ndarray], float]
+#: Accuracies of a pool of candidates, in order (``SearchContext.score_many``: shared out among the
+#: processes of a data-parallel run).
+ScoreMany = Callable[[Sequence[np.ndarray]], list[float]]
 Feasible = Callable[[np.ndarray], np.ndarray]
 
 
@@ -92,7 +94,7 @@ def _record(idx: np.ndarray, acc: float, costs: Costs, generation: int) -> dict[
             "generation": generation}
 
 
-def evolve(space: SearchSpace, *, score: Score, feasible: Feasible, costs: Costs, config: EvolutionConfig,
+def evolve(space: SearchSpace, *, score_many: ScoreMany, feasible: Feasible, costs: Costs, config: EvolutionConfig,
            seed: int, state: dict[str, Any] | None = None,
            on_generation: Callable[[dict[str, Any]], None] | None = None,
            initial: Sequence[np.ndarray] = ()) -> dict[str, Any]:
@@ -100,7 +102,7 @@ def evolve(space: SearchSpace, *, score: Score, feasible: Feasible, costs: Costs
 
     Args:
         space: The space (mutation and crossover on decisions).
-        score: Accuracy of a candidate (higher is better).
+        score_many: Accuracies of a generation's candidates, in order (higher is better).
         feasible: Vectorized constraint check.
         costs: Predicted costs (recorded with each candidate).
         config: Evolution settings.
@@ -125,9 +127,8 @@ def evolve(space: SearchSpace, *, score: Score, feasible: Feasible, costs: Costs
     while state["generation"] < config.generations:
         gen = state["generation"]
         scored = []
-        for p in state["population"]:
-            idx = np.asarray(p, dtype=np.int64)
-            acc = score(idx)
+        population = [np.asarray(p, dtype=np.int64) for p in state["population"]]
+        for p, idx, acc in zip(state["population"], population, score_many(population)):
             state["evaluated"].append(_record(idx, acc, costs, gen))
             scored.append((p, acc))
         pool = {tuple(p): a for p, a in [(tuple(t[0]), t[1]) for t in state["topk"]] + [(tuple(p), a) for p, a in scored]}
@@ -170,7 +171,7 @@ def evolve(space: SearchSpace, *, score: Score, feasible: Feasible, costs: Costs
     return state
 
 
-def random_search(space: SearchSpace, *, score: Score, feasible: Feasible, costs: Costs, evaluations: int,
+def random_search(space: SearchSpace, *, score_many: ScoreMany, feasible: Feasible, costs: Costs, evaluations: int,
                   batch: int, seed: int, state: dict[str, Any] | None = None,
                   on_generation: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Uniform random search among feasible architectures, ``evaluations`` scored in rounds of ``batch``."""
@@ -186,10 +187,8 @@ def random_search(space: SearchSpace, *, score: Score, feasible: Feasible, costs
         picks = _fill(lambda: space.encode(space.sample(rng)), n, feasible=feasible, seen=seen, max_tries=200)
         if not picks and not state["evaluated"]:
             raise InputError("no architecture of the space satisfies the constraints.")
-        accs = []
-        for idx in picks:
-            acc = score(idx)
-            accs.append(acc)
+        accs = score_many(picks) if picks else []
+        for idx, acc in zip(picks, accs):
             state["evaluated"].append(_record(idx, acc, costs, gen))
         best = max(state["evaluated"], key=lambda e: (e["accuracy"], [-v for v in e["indices"]]))
         state["topk"] = [[best["indices"], best["accuracy"]]]

@@ -141,7 +141,8 @@ class Proxyless(Strategy):
                                  w_momentum=train.momentum, w_weight_decay=train.weight_decay, a_lr=a_lr,
                                  a_betas=(0.0, 0.999), warmup_epochs=warmup, checkpoint_every=train.checkpoint_every)
         arch = ArchParams(space.num_options)
-        stepper = ProxylessSteps(cfg=cfg, supernet=supernet, arch=arch, objective=objective, state=saved)
+        stepper = ProxylessSteps(cfg=cfg, supernet=supernet, arch=arch, objective=objective, state=saved,
+                                 dist=ctx.run.dist)
         target = objective.target
 
         def on_epoch(epoch: int) -> dict[str, Any]:
@@ -173,16 +174,7 @@ class Proxyless(Strategy):
         picks = [derived, argmax] + [np.asarray(h["derived"], dtype=np.int64) for h in history]
         rng = np.random.default_rng([ctx.seed, 7919])
         picks += [sample_path(arch.alphas, rng) for _ in range(self.config.samples)]
-        seen: set[tuple[int, ...]] = set()
-        candidates = []
-        for idx in picks:
-            key = tuple(int(v) for v in idx)
-            if key in seen:
-                continue
-            seen.add(key)
-            lat, flops, params = (float(v[0]) for v in ctx.costs.all(idx[None]))
-            candidates.append({"indices": list(key), "accuracy": ctx.score(idx), "latency_ms": lat, "flops": flops,
-                               "params": params, "derived": key == tuple(int(v) for v in derived)})
+        candidates = [{**c, "derived": c["indices"] == [int(v) for v in derived]} for c in ctx.evaluate(picks)]
         with torch.no_grad():
             probs = arch.probs()
             e_lat = float(predictor.expected_latency(probs))

@@ -113,7 +113,7 @@ class SposEvolution(_OneShot):
                             help="train only paths with predicted latency in [LOW*T, T] (and within FLOPs/params)")
 
     def _run(self, ctx, feasible, state, on_generation):
-        return evolve(ctx.space, score=ctx.score, feasible=feasible, costs=ctx.costs, config=self.evolution,
+        return evolve(ctx.space, score_many=ctx.score_many, feasible=feasible, costs=ctx.costs, config=self.evolution,
                       seed=ctx.seed, state=state, on_generation=on_generation)
 
 
@@ -123,6 +123,6 @@ class RandomSearch(_OneShot):
     ``spos-evolution`` scores with the same flags (population × generations)."""
 
     def _run(self, ctx, feasible, state, on_generation):
-        return random_search(ctx.space, score=ctx.score, feasible=feasible, costs=ctx.costs,
+        return random_search(ctx.space, score_many=ctx.score_many, feasible=feasible, costs=ctx.costs,
                              evaluations=self.evolution.evaluations, batch=self.evolution.population,
                              seed=ctx.seed, state=state, on_generation=on_generation)

@@ -148,7 +148,7 @@ class Tnas(Strategy):
         total = ctx.train_config.epochs
 
         def on_epoch(epoch: int) -> dict[str, Any]:
-            return learned.end_epoch(epoch, total=total, score=ctx.score, forget=ctx.forget_scores)
+            return learned.end_epoch(epoch, total=total, score_many=ctx.score_many, forget=ctx.forget_scores)
 
         if self.gdas is not None:
             return self._with_gdas(ctx, learned, on_epoch)
@@ -162,7 +162,7 @@ class Tnas(Strategy):
             ctx.checkpoint({"tnas": learned.state(), "current": state, "generated": generated})
             ctx.run.crash_point("generation")
 
-        state = evolve(ctx.space, score=ctx.score, feasible=ctx.feasible, costs=ctx.costs,
+        state = evolve(ctx.space, score_many=ctx.score_many, feasible=ctx.feasible, costs=ctx.costs,
                        config=self.config.evolution, seed=ctx.seed, state=current, on_generation=on_generation,
                        initial=initial)
         searched = len(state["evaluated"])
