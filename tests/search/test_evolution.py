@@ -94,11 +94,11 @@ def test_the_first_population_starts_with_the_given_initial_candidates():
     cfg = EvolutionConfig(population=6, generations=1, top_k=2)
     heavy = np.array([n - 1 for n in SPACE.num_options])  # latency above the budget
     small = np.zeros(len(TARGET), dtype=np.int64)
-    start = evolve(SPACE, score=onemax, feasible=feasible, costs=COSTS, config=cfg, seed=4,
+    start = evolve(SPACE, score_many=onemax_many, feasible=feasible, costs=COSTS, config=cfg, seed=4,
                    initial=[TARGET, heavy, TARGET, small])
     first = [e["indices"] for e in start["evaluated"] if e["generation"] == 0]
     assert first[:2] == [TARGET.tolist(), small.tolist()] and len(first) == 6
     assert heavy.tolist() not in first and all(COSTS.latency(np.array(first)) <= budget)
-    plain = evolve(SPACE, score=onemax, feasible=feasible, costs=COSTS, config=cfg, seed=4)
+    plain = evolve(SPACE, score_many=onemax_many, feasible=feasible, costs=COSTS, config=cfg, seed=4)
     uniform = [e["indices"] for e in plain["evaluated"] if e["generation"] == 0]
     assert first[2:] == uniform[:4]  # the same uniform draws fill the rest
