@@ -196,8 +196,7 @@ def test_measured_selection_on_the_shipped_table_times_candidates_and_reference(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("space", ["mobilenetv2", "proxyless"])
-@pytest.mark.parametrize("strategy", ["nasp", "darts", "gdas"])
+@pytest.mark.parametrize("space,strategy", [("mobilenetv2", "nasp"), ("proxyless", "darts"), ("mobilenetv2", "gdas")])
 def test_the_issue_19_strategies_search_the_chain_spaces(tables, capsys, tmp_path, space, strategy):
     from hwnas.cli.main import main
 

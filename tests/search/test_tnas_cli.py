@@ -123,10 +123,10 @@ def test_tnas_with_gdas_trains_the_proposed_paths(tables, tmp_path, capsys, monk
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra,crash", [(EVOLUTION, "generation:1"),
-                                         (["--tnas-gradient", "gdas", "--msgdas-samples", "1"], "msgdas_step:2")])
-def test_tnas_resumes_from_the_search_stage_and_with_gdas(tables, tmp_path, extra, crash):
-    args = [*_nb201(tables), *extra]
+def test_tnas_with_gdas_resumes_after_a_kill(tables, tmp_path):
+    """(The one-shot mode's kill and resume: ``test_tnas_one_shot_records_its_sampler_and_resumes_after_a_kill``.)"""
+    args = [*_nb201(tables), "--tnas-gradient", "gdas", "--msgdas-samples", "1"]
+    crash = "msgdas_step:2"
     full = _search(*args, "--out", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr
     assert_resume_repeats(_search, args, full=full, full_dir=tmp_path / "full", out=tmp_path / "killed", crash=crash)
