@@ -23,7 +23,8 @@ step's activation memory grows with the number of candidates (ProxylessNAS's mot
 above ``--darts-max-memory-gb`` (default 80% of this machine's RAM) is refused.
 
 Hardware terms, as for the other gradient strategies: the expected latency under softmax(α) (exact on
-the space's decisions; on the ``darts`` space, of the derived cell, ``DartsCellRelaxation``) with LightNAS's budget-targeting term (``target``, λ by dual ascent), ``tfnas`` or ``none``.
+the space's decisions; on the ``darts`` space, of the derived cell, ``DartsCellRelaxation``) with
+LightNAS's budget-targeting term (``target``, λ by dual ascent), ``tfnas`` or ``none``.
 """
 
 from __future__ import annotations
