@@ -147,7 +147,6 @@ class SupernetEvaluator:
         self.cache[k] = acc
         return acc
 
-
     def score_many(self, pool: Sequence[Sequence[int] | np.ndarray]) -> list[float]:
         """``score`` of each path of ``pool``, in order; the distinct unscored networks are shared out
         among the processes (``Distributed.map``) and every process caches every score."""
